@@ -1,0 +1,131 @@
+//! The storage-independent queue contract.
+//!
+//! [`Backend`] is what [`crate::Queue`] calls. The local store (journal + sled, [`crate::local`])
+//! implements it; the Redis backend (feature `redis`) implements the same trait, and the
+//! conformance tests in `tests/conformance.rs` run against every implementation.
+//!
+//! Contract (SPEC §3, G2–G5): an `Ok` from `enqueue`, `ack`, `fail`, `requeue_dead`,
+//! `purge_dead` and `set_paused` means the change is durable under the backend's durability
+//! setting; `reserve` hands out at most one lease per job at a time, picking the highest
+//! priority, then the earliest ready time, then the lowest id, among the requested queues;
+//! jobs sharing a partition key run one at a time in enqueue order.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::error::Result;
+use crate::job::{
+    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
+    Timestamp,
+};
+use crate::stats::{Event, Stats};
+
+/// What `reserve` should take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReserveRequest {
+    /// Queues to take from (the best job across all of them wins).
+    pub queues: Vec<String>,
+    /// Kinds not to take now (e.g. while their circuit breaker is open).
+    pub exclude_kinds: Vec<String>,
+    /// Lease length; `None` takes the store's default (30 s).
+    pub lease: Option<Duration>,
+    /// How long to wait for a job when none is ready (`None` or zero: answer at once).
+    pub wait: Option<Duration>,
+}
+
+impl ReserveRequest {
+    /// A request for one or more queues with defaults (no wait, default lease).
+    pub fn new<I, S>(queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ReserveRequest {
+            queues: queues.into_iter().map(Into::into).collect(),
+            exclude_kinds: Vec::new(),
+            lease: None,
+            wait: None,
+        }
+    }
+    /// Waits up to `d` for a job.
+    pub fn wait(mut self, d: Duration) -> Self {
+        self.wait = Some(d);
+        self
+    }
+    /// Sets the lease length.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = Some(d);
+        self
+    }
+    /// Skips jobs of these kinds.
+    pub fn exclude_kinds<I, S>(mut self, kinds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exclude_kinds = kinds.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A queue store. All methods are cancel-safe in the sense that dropping a future never loses an
+/// acknowledged write; a `reserve` dropped before it returns gives its job back.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Enqueues jobs atomically: all or none, even across a crash. Duplicates (live dedup key)
+    /// enqueue nothing and return the first job's id with `duplicate = true`.
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
+
+    /// Leases the best ready job of the requested queues, waiting up to `req.wait`.
+    async fn reserve(&self, req: ReserveRequest) -> Result<Option<Lease>>;
+
+    /// Marks a leased job completed.
+    async fn ack(&self, id: JobId, token: LeaseToken) -> Result<()>;
+
+    /// Records a failed attempt and schedules a retry or dead-letters the job.
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: String,
+        action: FailAction,
+    ) -> Result<FailOutcome>;
+
+    /// Extends a lease to `lease` from now; returns the new expiry.
+    async fn heartbeat(&self, id: JobId, token: LeaseToken, lease: Duration)
+        -> Result<Timestamp>;
+
+    /// Gives a leased job back to waiting without counting the attempt (shutdown).
+    async fn release(&self, id: JobId, token: LeaseToken) -> Result<()>;
+
+    /// Looks a job up.
+    async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Lists up to `limit` jobs of a queue in one state (all states if `None`), in the order they
+    /// would run (completed and dead: most recent first).
+    async fn list(&self, queue: &str, state: Option<JobState>, limit: usize) -> Result<Vec<Job>>;
+
+    /// Counts per state per queue.
+    async fn stats(&self) -> Result<Stats>;
+
+    /// Puts dead letters back to waiting (attempts reset, history kept); returns how many.
+    async fn requeue_dead(&self, queue: &str, which: Selection) -> Result<u64>;
+
+    /// Deletes dead letters; returns how many.
+    async fn purge_dead(&self, queue: &str, which: Selection) -> Result<u64>;
+
+    /// Pauses (no reserves) or resumes a queue. Durable.
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
+
+    /// Holds back the jobs of one partition key until `for_` from now (rate limits, 429s).
+    /// Not durable: a restart lifts it.
+    async fn pause_key(&self, queue: &str, key: &str, for_: Duration) -> Result<()>;
+
+    /// Subscribes to the event stream.
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
+
+    /// Flushes and stops; later calls fail with [`crate::Error::Closed`].
+    async fn shutdown(&self) -> Result<()>;
+}

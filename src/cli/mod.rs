@@ -1,0 +1,1 @@
+//! The command line of the `durq` binary (issue 4).

@@ -1,0 +1,1 @@
+//! The HTTP API, `/metrics` and the dashboard of `durq serve` (issue 4).

@@ -1,0 +1,1 @@
+//! `durq check [--repair]`: TODO by helper

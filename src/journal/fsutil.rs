@@ -1,0 +1,38 @@
+//! Small file-system helpers: directory fsync, fsync of every file under a directory.
+
+use std::fs;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// fsyncs a directory, so entries created, renamed or deleted in it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = fs::File::open(dir)
+        .map_err(|e| Error::io(format!("cannot open directory {}", dir.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("cannot fsync directory {}", dir.display()), e))
+}
+
+/// fsyncs every regular file below `dir` and every directory, `dir` included.
+/// Used before a checkpoint lets journal segments go: sled's own `flush()` is
+/// `sync_file_range` on Linux, which is not durable.
+pub fn fsync_tree(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+        let path = entry.path();
+        let ft = entry
+            .file_type()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+        if ft.is_dir() {
+            fsync_tree(&path)?;
+        } else if ft.is_file() {
+            let f = fs::File::open(&path)
+                .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+            f.sync_all()
+                .map_err(|e| Error::io(format!("cannot fsync {}", path.display()), e))?;
+        }
+    }
+    fsync_dir(dir)
+}

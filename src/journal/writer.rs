@@ -1,0 +1,664 @@
+//! The journal writer: one thread owns the active segment and the manifest.
+//!
+//! Invariants:
+//! - **Group commit.** Batches queued while the previous write or fsync ran go out together in
+//!   one `write()` and (under `always`) one `fdatasync`, before any of their callers is answered.
+//! - **Every policy writes before answering**, so SIGKILL never loses an acknowledged write.
+//!   `everysec`: a background thread fdatasyncs once a second; if a sync has been running for more
+//!   than 2 s, answers wait for it. `no`: the writer never syncs by itself.
+//! - **Write-ahead.** Records reach the state store (`apply`) only after they are written (and
+//!   under `always`, synced). `applied` is raised after each apply.
+//! - **A failed `write()` is cut off** (the file is truncated back) and its callers get the error;
+//!   later batches are refused until the engine has reloaded its state and sends `resync`.
+//! - **A failed fsync poisons** the writer: every later batch fails with [`Error::Poisoned`]
+//!   until the store is reopened (the kernel may have dropped the dirty pages).
+//! - Segments are synced before the next one is created; the directory is fsynced after every
+//!   create, rename and delete; the manifest is replaced atomically.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::journal::faults::{Faults, WriteFault};
+use crate::journal::format::{base_name, encode_record, segment_name, FileHeader, FileKind};
+use crate::journal::fsutil::fsync_dir;
+use crate::journal::manifest::{Manifest, SegEntry};
+use crate::options::FsyncPolicy;
+use crate::record::Op;
+use crate::store::Store;
+
+/// Called once the batch's records are durable per the policy (or failed).
+pub type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// A record ready to write: its seq, the op (for the state store) and its encoded body.
+#[derive(Debug)]
+pub struct Staged {
+    /// Record seq.
+    pub seq: u64,
+    /// The op.
+    pub op: Op,
+    /// bincode of `op`.
+    pub bytes: Vec<u8>,
+}
+
+/// A group of records from the engine.
+pub struct Batch {
+    /// Records in seq order.
+    pub records: Vec<Staged>,
+    /// Callers to answer once the records are durable.
+    pub replies: Vec<Reply>,
+    /// Set on the first batch after the engine reloaded its state following a failed write.
+    pub resync: bool,
+}
+
+/// Messages to the writer thread.
+pub enum Msg {
+    /// Records to append.
+    Batch(Batch),
+    /// A rewrite finished writing its base.
+    BaseReady {
+        /// Base number (= first segment it does not cover).
+        number: u64,
+        /// Seq it covers.
+        seq: u64,
+        /// Its size.
+        bytes: u64,
+        /// Whether writing it worked.
+        result: Result<()>,
+    },
+    /// fsync now and answer (shutdown, explicit flush).
+    Flush(Reply),
+    /// Stop after answering.
+    Stop(Reply),
+}
+
+/// Told to the engine when an append failed: the seq of the last record that is on disk.
+pub type OnFailure = Box<dyn Fn(u64) + Send>;
+
+struct SyncState {
+    file: Arc<File>,
+    path: PathBuf,
+    dirty: bool,
+    since: Option<Instant>,
+    poisoned: Option<String>,
+    stop: bool,
+}
+
+struct SyncShared {
+    state: Mutex<SyncState>,
+    cv: Condvar,
+}
+
+/// Settings of the writer.
+pub struct WriterConfig {
+    /// `journal/` directory.
+    pub dir: PathBuf,
+    /// `state/` directory (fsynced before a rewrite drops segments).
+    pub state_dir: PathBuf,
+    /// Fsync policy.
+    pub policy: FsyncPolicy,
+    /// Rotate segments past this size.
+    pub segment_bytes: u64,
+    /// No rewrite below this journal size.
+    pub rewrite_min_bytes: u64,
+    /// Fault hook.
+    pub faults: Option<Arc<dyn Faults>>,
+}
+
+/// The writer's state; runs on its own thread via [`Writer::run`].
+pub struct Writer {
+    cfg: WriterConfig,
+    manifest: Manifest,
+    file: Arc<File>,
+    path: PathBuf,
+    number: u64,
+    len: u64,
+    last_seq: u64,
+    journal_bytes: u64,
+    base_bytes: u64,
+    rewriting: bool,
+    failed: bool,
+    sync: Arc<SyncShared>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+    store: Store,
+    applied: Arc<AtomicU64>,
+    on_failure: OnFailure,
+    self_tx: Sender<Msg>,
+}
+
+impl Writer {
+    /// Takes over the last segment of `manifest` (already recovered: its tail is clean).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: WriterConfig,
+        manifest: Manifest,
+        last_seq: u64,
+        store: Store,
+        applied: Arc<AtomicU64>,
+        on_failure: OnFailure,
+        self_tx: Sender<Msg>,
+    ) -> Result<Writer> {
+        let seg = *manifest
+            .segments
+            .last()
+            .ok_or_else(|| Error::Backend("manifest names no segment".into()))?;
+        let path = cfg.dir.join(segment_name(seg.number));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
+            .len();
+        let mut journal_bytes = 0;
+        for s in &manifest.segments {
+            journal_bytes += fs::metadata(cfg.dir.join(segment_name(s.number)))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        let base_bytes = manifest
+            .base
+            .and_then(|(n, _)| fs::metadata(cfg.dir.join(base_name(n))).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let file = Arc::new(file);
+        let sync = Arc::new(SyncShared {
+            state: Mutex::new(SyncState {
+                file: file.clone(),
+                path: path.clone(),
+                dirty: false,
+                since: None,
+                poisoned: None,
+                stop: false,
+            }),
+            cv: Condvar::new(),
+        });
+        let syncer = if cfg.policy == FsyncPolicy::EverySec {
+            let shared = sync.clone();
+            let faults = cfg.faults.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("durq-fsync".into())
+                    .spawn(move || syncer_loop(shared, faults))
+                    .map_err(|e| Error::io("cannot start the fsync thread", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Writer {
+            cfg,
+            manifest,
+            file,
+            path,
+            number: seg.number,
+            len,
+            last_seq,
+            journal_bytes,
+            base_bytes,
+            rewriting: false,
+            failed: false,
+            sync,
+            syncer,
+            store,
+            applied,
+            on_failure,
+            self_tx,
+        })
+    }
+
+    /// The writer loop: runs until `Stop` or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Batch(first) => {
+                    let mut batches = vec![first];
+                    let mut other = Vec::new();
+                    // Group commit: take whatever else is queued.
+                    while batches.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(Msg::Batch(b)) => batches.push(b),
+                            Ok(m) => {
+                                other.push(m);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.write_batches(batches);
+                    for m in other {
+                        if self.handle_other(m) {
+                            return;
+                        }
+                    }
+                }
+                m => {
+                    if self.handle_other(m) {
+                        return;
+                    }
+                }
+            }
+        }
+        self.stop_syncer();
+    }
+
+    fn handle_other(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Batch(b) => self.write_batches(vec![b]),
+            Msg::BaseReady {
+                number,
+                seq,
+                bytes,
+                result,
+            } => self.install_base(number, seq, bytes, result),
+            Msg::Flush(reply) => reply(self.sync_now()),
+            Msg::Stop(reply) => {
+                let r = self.sync_now();
+                self.stop_syncer();
+                reply(r);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.sync.state.lock().poisoned.clone()
+    }
+
+    fn poison(&self, why: String) {
+        tracing::error!(%why, "journal poisoned: refusing writes until reopened");
+        let mut st = self.sync.state.lock();
+        if st.poisoned.is_none() {
+            st.poisoned = Some(why);
+        }
+    }
+
+    fn write_batches(&mut self, batches: Vec<Batch>) {
+        // Split off batches that must be refused.
+        let mut ok: Vec<Batch> = Vec::with_capacity(batches.len());
+        for b in batches {
+            if let Some(p) = self.poisoned() {
+                answer(b.replies, Err(Error::Poisoned(p)));
+                continue;
+            }
+            if b.resync {
+                self.failed = false;
+            }
+            if self.failed {
+                answer(
+                    b.replies,
+                    Err(Error::io(
+                        format!("append to {} refused", self.path.display()),
+                        std::io::Error::other(
+                            "an earlier append failed and the queue is reloading its state; try again",
+                        ),
+                    )),
+                );
+                continue;
+            }
+            ok.push(b);
+        }
+        if ok.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut last = self.last_seq;
+        for b in &ok {
+            for r in &b.records {
+                encode_record(&mut buf, self.number, r.seq, &r.bytes);
+                last = r.seq;
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = self.append(&buf) {
+                self.failed = true;
+                for b in ok {
+                    answer(b.replies, Err(e.duplicate()));
+                }
+                (self.on_failure)(self.last_seq);
+                return;
+            }
+            if self.cfg.policy == FsyncPolicy::Always {
+                if let Err(e) = self.fdatasync() {
+                    let why = e.to_string();
+                    self.poison(why.clone());
+                    for b in ok {
+                        answer(b.replies, Err(Error::Poisoned(why.clone())));
+                    }
+                    return;
+                }
+            } else if self.cfg.policy == FsyncPolicy::EverySec {
+                self.mark_dirty_and_wait_stall();
+            }
+            self.last_seq = last;
+        }
+        // Durable per policy: answer, then apply to the state store.
+        let mut records = Vec::new();
+        for b in ok {
+            answer(b.replies, Ok(()));
+            records.extend(b.records);
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.store.apply(&records) {
+                // The journal holds the records; the state store will be rebuilt on reopen.
+                self.poison(format!("cannot apply records to the state store: {e}"));
+            } else {
+                self.applied.store(last, Ordering::Release);
+            }
+        }
+        if self.len >= self.cfg.segment_bytes {
+            if let Err(e) = self.rotate() {
+                self.poison(format!("cannot start a new journal segment: {e}"));
+                return;
+            }
+        }
+        self.maybe_rewrite();
+    }
+
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        let fault = match &self.cfg.faults {
+            Some(f) => f.on_write(&self.path, buf.len()),
+            None => WriteFault::None,
+        };
+        let res = match fault {
+            WriteFault::None => self.file.write_all_at(buf, self.len),
+            WriteFault::Fail(e) => Err(e),
+            WriteFault::Short(n, e) => {
+                let n = n.min(buf.len());
+                let _ = self.file.write_all_at(&buf[..n], self.len);
+                Err(e)
+            }
+        };
+        match res {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                self.journal_bytes += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut off whatever part of the write landed.
+                if let Err(te) = self.file.set_len(self.len) {
+                    self.poison(format!(
+                        "cannot truncate {} after a failed write: {te}",
+                        self.path.display()
+                    ));
+                }
+                tracing::warn!(file = %self.path.display(), error = %e, "journal append failed; truncated back");
+                Err(Error::io(
+                    format!("cannot append to journal segment {}", self.path.display()),
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn fdatasync(&self) -> Result<()> {
+        if let Some(f) = &self.cfg.faults {
+            f.on_sync(&self.path)
+                .map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))
+    }
+
+    fn mark_dirty_and_wait_stall(&self) {
+        let mut st = self.sync.state.lock();
+        st.dirty = true;
+        while let Some(since) = st.since {
+            if since.elapsed() < Duration::from_secs(2) {
+                break;
+            }
+            // A sync has been pending for over 2 s: hold answers until it is done.
+            self.sync.cv.wait_for(&mut st, Duration::from_millis(100));
+        }
+    }
+
+    fn sync_now(&mut self) -> Result<()> {
+        if let Some(p) = self.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        if self.cfg.policy == FsyncPolicy::No {
+            return Ok(());
+        }
+        match self.fdatasync() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.poison(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn stop_syncer(&mut self) {
+        {
+            let mut st = self.sync.state.lock();
+            st.stop = true;
+        }
+        self.sync.cv.notify_all();
+        if let Some(h) = self.syncer.take() {
+            let _ = h.join();
+        }
+    }
+
+    fn step(&self, name: &str) {
+        if let Some(f) = &self.cfg.faults {
+            f.on_step(name);
+        }
+    }
+
+    /// Syncs the active segment, starts the next one and names it in the manifest.
+    fn rotate(&mut self) -> Result<()> {
+        self.fdatasync()?;
+        let number = self.number + 1;
+        let path = self.cfg.dir.join(segment_name(number));
+        let file = create_journal_file(&path, FileKind::Segment, number, self.last_seq)?;
+        fsync_dir(&self.cfg.dir)?;
+        self.step("rotate:segment-created");
+        let mut m = self.manifest.clone();
+        m.segments.push(SegEntry {
+            number,
+            start_seq: self.last_seq,
+        });
+        m.store(&self.cfg.dir)?;
+        self.manifest = m;
+        self.file = Arc::new(file);
+        self.path = path.clone();
+        self.number = number;
+        self.len = crate::journal::format::HEADER_LEN as u64;
+        self.journal_bytes += self.len;
+        let mut st = self.sync.state.lock();
+        st.file = self.file.clone();
+        st.path = path;
+        st.dirty = false;
+        Ok(())
+    }
+
+    fn maybe_rewrite(&mut self) {
+        if self.rewriting
+            || self.journal_bytes < self.cfg.rewrite_min_bytes
+            || self.journal_bytes < 2 * self.base_bytes
+        {
+            return;
+        }
+        if let Err(e) = self.rotate() {
+            self.poison(format!("cannot start a new journal segment: {e}"));
+            return;
+        }
+        self.rewriting = true;
+        let number = self.number;
+        let seq = self.last_seq;
+        let store = self.store.clone();
+        let dir = self.cfg.dir.clone();
+        let state_dir = self.cfg.state_dir.clone();
+        let faults = self.cfg.faults.clone();
+        let tx = self.self_tx.clone();
+        tracing::info!(journal_bytes = self.journal_bytes, base = number, "journal rewrite started");
+        let spawned = std::thread::Builder::new()
+            .name("durq-rewrite".into())
+            .spawn(move || {
+                let (result, bytes) = match write_base(&dir, &state_dir, number, seq, &store, faults.as_deref()) {
+                    Ok(b) => (Ok(()), b),
+                    Err(e) => (Err(e), 0),
+                };
+                let _ = tx.send(Msg::BaseReady {
+                    number,
+                    seq,
+                    bytes,
+                    result,
+                });
+            });
+        if spawned.is_err() {
+            self.rewriting = false;
+        }
+    }
+
+    fn install_base(&mut self, number: u64, seq: u64, bytes: u64, result: Result<()>) {
+        self.rewriting = false;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "journal rewrite failed; keeping the old files");
+            let _ = fs::remove_file(self.cfg.dir.join(base_name(number)));
+            // Do not retry at once: wait for the journal to grow by another rewrite_min.
+            self.base_bytes = self.journal_bytes;
+            return;
+        }
+        let old = self.manifest.clone();
+        let mut m = old.clone();
+        m.base = Some((number, seq));
+        m.segments.retain(|s| s.number >= number);
+        if let Err(e) = m.store(&self.cfg.dir) {
+            tracing::warn!(error = %e, "cannot install the rewritten base; keeping the old files");
+            return;
+        }
+        self.step("rewrite:manifest-written");
+        self.manifest = m;
+        if let Some((n, _)) = old.base {
+            let _ = fs::remove_file(self.cfg.dir.join(base_name(n)));
+        }
+        for s in old.segments.iter().filter(|s| s.number < number) {
+            let _ = fs::remove_file(self.cfg.dir.join(segment_name(s.number)));
+        }
+        let _ = fsync_dir(&self.cfg.dir);
+        self.step("rewrite:old-deleted");
+        self.base_bytes = bytes;
+        self.journal_bytes = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| {
+                fs::metadata(self.cfg.dir.join(segment_name(s.number)))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum();
+        tracing::info!(base = number, base_bytes = bytes, journal_bytes = self.journal_bytes, "journal rewrite done");
+    }
+}
+
+fn answer(replies: Vec<Reply>, r: Result<()>) {
+    match r {
+        Ok(()) => replies.into_iter().for_each(|f| f(Ok(()))),
+        Err(e) => replies.into_iter().for_each(|f| f(Err(e.duplicate()))),
+    }
+}
+
+/// Creates a journal file with its header, synced.
+pub fn create_journal_file(path: &Path, kind: FileKind, number: u64, seq: u64) -> Result<File> {
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io("cannot create", e))?;
+    let h = FileHeader { kind, number, seq }.encode();
+    file.write_all_at(&h, 0).map_err(|e| io("cannot write", e))?;
+    file.sync_all().map_err(|e| io("cannot fsync", e))?;
+    Ok(file)
+}
+
+/// Writes `number.base` from the state store (a fuzzy snapshot: see `journal` module docs),
+/// fsyncs it and the state store. Returns its size.
+fn write_base(
+    dir: &Path,
+    state_dir: &Path,
+    number: u64,
+    seq: u64,
+    store: &Store,
+    faults: Option<&dyn Faults>,
+) -> Result<u64> {
+    use std::io::Write;
+    let path = dir.join(base_name(number));
+    let _ = fs::remove_file(&path);
+    let file = create_journal_file(&path, FileKind::Base, number, seq)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut rec_seq = 0u64;
+    let mut buf = Vec::new();
+    let mut size = crate::journal::format::HEADER_LEN as u64;
+    let io = |e| Error::io(format!("cannot write {}", path.display()), e);
+    // Header already written at offset 0 with pwrite; position the buffered writer after it.
+    {
+        use std::io::Seek;
+        w.get_mut()
+            .seek(std::io::SeekFrom::Start(size))
+            .map_err(io)?;
+    }
+    store.snapshot(|op| {
+        rec_seq += 1;
+        buf.clear();
+        encode_record(&mut buf, number, rec_seq, &op.encode()?);
+        size += buf.len() as u64;
+        w.write_all(&buf).map_err(io)
+    })?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    fsync_dir(dir)?;
+    if let Some(f) = faults {
+        f.on_step("rewrite:base-written");
+    }
+    store.flush()?;
+    crate::journal::fsutil::fsync_tree(state_dir)?;
+    Ok(size)
+}
+
+fn syncer_loop(shared: Arc<SyncShared>, faults: Option<Arc<dyn Faults>>) {
+    loop {
+        let (file, path) = {
+            let mut st = shared.state.lock();
+            if st.stop {
+                return;
+            }
+            shared.cv.wait_for(&mut st, Duration::from_secs(1));
+            if st.stop {
+                return;
+            }
+            if !st.dirty || st.poisoned.is_some() {
+                continue;
+            }
+            st.dirty = false;
+            st.since = Some(Instant::now());
+            (st.file.clone(), st.path.clone())
+        };
+        let res = match &faults {
+            Some(f) => f.on_sync(&path).and_then(|_| file.sync_data()),
+            None => file.sync_data(),
+        };
+        let mut st = shared.state.lock();
+        st.since = None;
+        if let Err(e) = res {
+            let why = format!("fsync of {} failed: {e}", path.display());
+            tracing::error!(%why, "background fsync failed; refusing writes until reopened");
+            st.poisoned = Some(why);
+        }
+        shared.cv.notify_all();
+    }
+}

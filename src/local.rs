@@ -1,0 +1,220 @@
+//! The local (embedded) backend: a data directory with `journal/`, `state/` and a lock file,
+//! an engine thread and a journal-writer thread.
+//!
+//! Opening: take the lock, recover the journal, catch up (or rebuild) the state store, start
+//! the writer and the engine. Every [`Backend`] call becomes one command to the engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::backend::{Backend, ReserveRequest};
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Cmd, Engine};
+use crate::error::{Error, Result};
+use crate::job::{
+    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
+    Selection, Timestamp,
+};
+use crate::journal::{recovery, writer};
+use crate::lock::DirLock;
+use crate::options::Options;
+use crate::stats::{Event, Stats};
+use crate::store::Store;
+
+/// Sub-directory holding journal files.
+pub const JOURNAL_DIR: &str = "journal";
+/// Sub-directory holding the sled state.
+pub const STATE_DIR: &str = "state";
+
+/// The embedded backend. Use it through [`crate::Queue`].
+pub struct Local {
+    tx: crossbeam_channel::Sender<Cmd>,
+    events: broadcast::Sender<Event>,
+    engine: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn open_store(state_dir: &Path, cache: u64) -> Result<Store> {
+    match Store::open(state_dir, cache) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            tracing::warn!(dir = %state_dir.display(), error = %e, "state store does not open; rebuilding it from the journal");
+            std::fs::remove_dir_all(state_dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", state_dir.display()), e))?;
+            Store::open(state_dir, cache)
+        }
+    }
+}
+
+impl Local {
+    /// Opens (creating) the data directory. Blocking: call from a blocking context.
+    pub fn open(dir: &Path, opts: Options) -> Result<Local> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create data directory {}", dir.display()), e))?;
+        let lock = DirLock::acquire(dir)?;
+        let jdir = dir.join(JOURNAL_DIR);
+        let sdir = dir.join(STATE_DIR);
+        let manifest = recovery::prepare(&jdir)?;
+        let store = open_store(&sdir, opts.cache_bytes)?;
+        let rec = match recovery::replay(&jdir, &manifest, &store) {
+            Ok(r) => r,
+            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) => {
+                // The state store itself failed: rebuild it from scratch.
+                tracing::warn!(error = %e, "state store failed during replay; rebuilding it from the journal");
+                drop(store);
+                std::fs::remove_dir_all(&sdir)
+                    .map_err(|e| Error::io(format!("cannot remove {}", sdir.display()), e))?;
+                let store = open_store(&sdir, opts.cache_bytes)?;
+                let r = recovery::replay(&jdir, &manifest, &store)?;
+                return Local::start(dir, opts, lock, manifest, store, r.last_seq);
+            }
+        };
+        if rec.rebuilt || rec.replayed > 0 {
+            tracing::info!(replayed = rec.replayed, rebuilt = rec.rebuilt, last_seq = rec.last_seq, "journal recovered");
+        }
+        if let Some(f) = &opts.faults {
+            f.on_step("recovery:replayed");
+        }
+        Local::start(dir, opts, lock, manifest, store, rec.last_seq)
+    }
+
+    fn start(
+        dir: &Path,
+        opts: Options,
+        lock: DirLock,
+        manifest: crate::journal::manifest::Manifest,
+        store: Store,
+        last_seq: u64,
+    ) -> Result<Local> {
+        let applied = Arc::new(AtomicU64::new(last_seq));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (wtx, wrx) = crossbeam_channel::unbounded();
+        let failed_w = failed.clone();
+        let w = writer::Writer::new(
+            writer::WriterConfig {
+                dir: dir.join(JOURNAL_DIR),
+                state_dir: dir.join(STATE_DIR),
+                policy: opts.fsync,
+                segment_bytes: opts.segment_bytes,
+                rewrite_min_bytes: opts.rewrite_min_bytes,
+                faults: opts.faults.clone(),
+            },
+            manifest,
+            last_seq,
+            store.clone(),
+            applied.clone(),
+            Box::new(move |last| failed_w.store(last + 1, Ordering::Release)),
+            wtx.clone(),
+        )?;
+        let writer_thread = std::thread::Builder::new()
+            .name("durq-journal".into())
+            .spawn(move || w.run(wrx))
+            .map_err(|e| Error::io("cannot start the journal thread", e))?;
+        let clock: Arc<dyn Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let (events, _) = broadcast::channel(4096);
+        let engine = Engine::new(opts, clock, store, wtx, applied, last_seq, events.clone(), failed)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let engine_thread = std::thread::Builder::new()
+            .name("durq-engine".into())
+            .spawn(move || {
+                engine.run(rx);
+                let _ = writer_thread.join();
+                drop(lock);
+            })
+            .map_err(|e| Error::io("cannot start the engine thread", e))?;
+        Ok(Local {
+            tx,
+            events,
+            engine: Mutex::new(Some(engine_thread)),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Cmd) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+#[async_trait]
+impl Backend for Local {
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.call(|r| Cmd::Enqueue(jobs, r)).await
+    }
+    async fn reserve(&self, req: ReserveRequest) -> Result<Option<Lease>> {
+        self.call(|r| Cmd::Reserve(req, r)).await
+    }
+    async fn ack(&self, id: JobId, token: LeaseToken) -> Result<()> {
+        self.call(|r| Cmd::Ack(id, token, r)).await
+    }
+    async fn fail(&self, id: JobId, token: LeaseToken, error: String, action: FailAction) -> Result<FailOutcome> {
+        self.call(|r| Cmd::Fail(id, token, error, action, r)).await
+    }
+    async fn heartbeat(&self, id: JobId, token: LeaseToken, lease: Duration) -> Result<Timestamp> {
+        self.call(|r| Cmd::Heartbeat(id, token, lease, r)).await
+    }
+    async fn release(&self, id: JobId, token: LeaseToken) -> Result<()> {
+        self.call(|r| Cmd::Release(id, token, r)).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.call(|r| Cmd::Get(id, r)).await
+    }
+    async fn list(&self, queue: &str, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
+        let q = queue.to_string();
+        self.call(|r| Cmd::List(q, state, limit, r)).await
+    }
+    async fn stats(&self) -> Result<Stats> {
+        self.call(Cmd::Stats).await
+    }
+    async fn requeue_dead(&self, queue: &str, which: Selection) -> Result<u64> {
+        let q = queue.to_string();
+        self.call(|r| Cmd::Requeue(q, which, r)).await
+    }
+    async fn purge_dead(&self, queue: &str, which: Selection) -> Result<u64> {
+        let q = queue.to_string();
+        self.call(|r| Cmd::Purge(q, which, r)).await
+    }
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let q = queue.to_string();
+        self.call(|r| Cmd::SetPaused(q, paused, r)).await
+    }
+    async fn pause_key(&self, queue: &str, key: &str, for_: Duration) -> Result<()> {
+        let (q, k) = (queue.to_string(), key.to_string());
+        self.call(|r| Cmd::PauseKey(q, k, for_, r)).await
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+    async fn shutdown(&self) -> Result<()> {
+        let r = match self.call(Cmd::Shutdown).await {
+            Err(Error::Closed) => Ok(()),
+            r => r,
+        };
+        let handle = self.engine.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        r
+    }
+}

@@ -56,3 +56,8 @@ pub use job::{
 pub use options::{FsyncPolicy, Options, QueueConfig};
 pub use queue::{Queue, QueueBuilder};
 pub use stats::{Event, QueueStats, Stats};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -3,7 +3,8 @@
 //! A `Queue` is cheap to clone (an `Arc` around a [`Backend`]). Opening a local store:
 //!
 //! ```
-//! # tokio_test_shim::run(async {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), durq::Error> {
 //! use durq::{NewJob, Queue, FsyncPolicy};
 //! let dir = tempfile::tempdir().unwrap();
 //! let q = Queue::builder(dir.path()).fsync(FsyncPolicy::Always).open().await?;
@@ -12,7 +13,7 @@
 //! assert_eq!(lease.job.id, e.id);
 //! q.ack(&lease).await?;
 //! q.shutdown().await?;
-//! # Ok::<(), durq::Error>(()) }).unwrap();
+//! # Ok(()) }
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //! K and later; replaying segments K.. on top of it still gives the exact state, because every
 //! record is a blind write (see [`crate::record`]).
 
+pub mod applier;
 pub mod check;
 pub mod faults;
 pub mod format;

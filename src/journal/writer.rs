@@ -6,8 +6,8 @@
 //! - **Every policy writes before answering**, so SIGKILL never loses an acknowledged write.
 //!   `everysec`: a background thread fdatasyncs once a second; if a sync has been running for more
 //!   than 2 s, answers wait for it. `no`: the writer never syncs by itself.
-//! - **Write-ahead.** Records reach the state store (`apply`) only after they are written (and
-//!   under `always`, synced). `applied` is raised after each apply.
+//! - **Write-ahead.** Records reach the state store (through the [`super::applier`] thread) only
+//!   after they are written (and under `always`, synced), and after their callers are answered.
 //! - **A failed `write()` is cut off** (the file is truncated back) and its callers get the error;
 //!   later batches are refused until the engine has reloaded its state and sends `resync`.
 //! - **A failed fsync poisons** the writer: every later batch fails with [`Error::Poisoned`]
@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::journal::applier::{self, ApplyMsg};
 use crate::journal::faults::{Faults, WriteFault};
 use crate::journal::format::{base_name, encode_record, segment_name, FileHeader, FileKind};
 use crate::journal::fsutil::fsync_dir;
@@ -128,7 +129,8 @@ pub struct Writer {
     sync: Arc<SyncShared>,
     syncer: Option<std::thread::JoinHandle<()>>,
     store: Store,
-    applied: Arc<AtomicU64>,
+    apply_tx: Option<Sender<ApplyMsg>>,
+    applier: Option<std::thread::JoinHandle<()>>,
     on_failure: OnFailure,
     self_tx: Sender<Msg>,
 }
@@ -182,6 +184,29 @@ impl Writer {
             }),
             cv: Condvar::new(),
         });
+        let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
+        let applier = {
+            let store = store.clone();
+            let applied = applied.clone();
+            let shared = sync.clone();
+            std::thread::Builder::new()
+                .name("durq-apply".into())
+                .spawn(move || {
+                    applier::run(
+                        store,
+                        applied,
+                        apply_rx,
+                        Box::new(move |why| {
+                            tracing::error!(%why, "journal poisoned: refusing writes until reopened");
+                            let mut st = shared.state.lock();
+                            if st.poisoned.is_none() {
+                                st.poisoned = Some(why);
+                            }
+                        }),
+                    )
+                })
+                .map_err(|e| Error::io("cannot start the apply thread", e))?
+        };
         let syncer = if cfg.policy == FsyncPolicy::EverySec {
             let shared = sync.clone();
             let faults = cfg.faults.clone();
@@ -209,7 +234,8 @@ impl Writer {
             sync,
             syncer,
             store,
-            applied,
+            apply_tx: Some(apply_tx),
+            applier: Some(applier),
             on_failure,
             self_tx,
         })
@@ -321,10 +347,14 @@ impl Writer {
         if !buf.is_empty() {
             if let Err(e) = self.append(&buf) {
                 self.failed = true;
+                // The engine reloads from the state store: it must hold every written record.
+                self.apply_barrier();
+                // Tell the engine before any caller sees the error, so that no later command
+                // is answered from state that includes the records that were not written.
+                (self.on_failure)(self.last_seq);
                 for b in ok {
                     answer(b.replies, Err(e.duplicate()));
                 }
-                (self.on_failure)(self.last_seq);
                 return;
             }
             if self.cfg.policy == FsyncPolicy::Always {
@@ -348,11 +378,8 @@ impl Writer {
             records.extend(b.records);
         }
         if !records.is_empty() {
-            if let Err(e) = self.store.apply(&records) {
-                // The journal holds the records; the state store will be rebuilt on reopen.
-                self.poison(format!("cannot apply records to the state store: {e}"));
-            } else {
-                self.applied.store(last, Ordering::Release);
+            if let Some(tx) = &self.apply_tx {
+                let _ = tx.send(ApplyMsg::Records(records));
             }
         }
         if self.len >= self.cfg.segment_bytes {
@@ -439,7 +466,21 @@ impl Writer {
         }
     }
 
+    /// Waits until every record sent so far is applied to the state store.
+    fn apply_barrier(&self) {
+        if let Some(tx) = &self.apply_tx {
+            let (btx, brx) = crossbeam_channel::bounded(1);
+            if tx.send(ApplyMsg::Barrier(btx)).is_ok() {
+                let _ = brx.recv();
+            }
+        }
+    }
+
     fn stop_syncer(&mut self) {
+        self.apply_tx = None;
+        if let Some(h) = self.applier.take() {
+            let _ = h.join();
+        }
         {
             let mut st = self.sync.state.lock();
             st.stop = true;
@@ -494,6 +535,7 @@ impl Writer {
             self.poison(format!("cannot start a new journal segment: {e}"));
             return;
         }
+        self.apply_barrier();
         self.rewriting = true;
         let number = self.number;
         let seq = self.last_seq;

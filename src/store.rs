@@ -6,16 +6,21 @@
 //! "m" 0x00 "applied"      -> u64   seq of the last applied journal record
 //! "m" 0x00 "next_id"      -> u64   next job id floor
 //! "m" 0x00 "format"       -> u32   STATE_VERSION
-//! "j" id:u64              -> bincode JobMeta
-//! "p" id:u64              -> payload bytes
+//! "j" id:u64              -> bincode (JobMeta, Option<payload>)  payload inline if <= 4 KiB
+//! "p" id:u64              -> payload bytes                       larger payloads only
 //! "d" queue 0x00 key      -> bincode (JobId, Timestamp expires)
 //! "q" queue               -> [paused: u8]
 //! ```
+//! Applying a group of records first folds them into an overlay (last state per job), so a job
+//! enqueued, reserved and acked within one group costs one sled write; `Update` keeps the stored
+//! payload (payloads never change after enqueue).
+//!
 //! Invariants: sled is never the only copy of anything acknowledged — the journal is. sled's
 //! `flush()` is not durable on Linux (sync_file_range), so nothing relies on it; if the state is
 //! missing, damaged, of another version, behind the last base or ahead of the journal, it is
 //! rebuilt from base + segments.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +32,9 @@ use crate::record::{JobMeta, NewRecord, Op};
 
 /// Version of the state layout.
 pub const STATE_VERSION: u32 = 1;
+
+/// Payloads up to this size are stored inline with the job's metadata (one sled entry per job).
+pub const INLINE_PAYLOAD: usize = 4096;
 
 const K_APPLIED: &[u8] = b"m\x00applied";
 const K_NEXT_ID: &[u8] = b"m\x00next_id";
@@ -88,6 +96,14 @@ fn u64_of(b: &[u8]) -> u64 {
     let n = b.len().min(8);
     a[8 - n..].copy_from_slice(&b[..n]);
     u64::from_be_bytes(a)
+}
+
+/// A job as stored: metadata first (so it can be decoded alone), then an inline payload.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    meta: JobMeta,
+    #[serde(with = "serde_bytes")]
+    payload: Option<Vec<u8>>,
 }
 
 /// A dedup entry as loaded.
@@ -158,27 +174,31 @@ impl Store {
 
     /// Applies records atomically, with `applied_seq` = the last record's seq.
     pub fn apply(&self, records: &[Staged]) -> Result<()> {
-        let mut b = sled::Batch::default();
-        let mut last = None;
-        for r in records {
-            self.stage(&mut b, &r.op)?;
-            last = Some(r.seq);
-        }
-        if let Some(seq) = last {
-            b.insert(K_APPLIED, &seq.to_be_bytes());
-        }
-        b.insert(K_FORMAT, &STATE_VERSION.to_be_bytes());
-        b.insert(K_NEXT_ID, &self.next_id().to_be_bytes());
-        self.db.apply_batch(b).map_err(|e| sled_err("apply", e))
+        let last = records.last().map(|r| r.seq);
+        self.apply_iter(records.iter().map(|r| &r.op), last)
     }
 
     /// Applies ops (from a base or a replay) with a given `applied_seq`.
     pub fn apply_ops(&self, ops: &[Op], applied: u64) -> Result<()> {
+        self.apply_iter(ops.iter(), Some(applied))
+    }
+
+    fn apply_iter<'a>(&self, ops: impl Iterator<Item = &'a Op>, applied: Option<u64>) -> Result<()> {
         let mut b = sled::Batch::default();
+        // Last state per job in this group: Some = put, None = delete.
+        let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
         for op in ops {
-            self.stage(&mut b, op)?;
+            self.stage(&mut b, &mut jobs, op)?;
         }
-        b.insert(K_APPLIED, &applied.to_be_bytes());
+        for (id, v) in jobs {
+            match v {
+                Some(st) => b.insert(&job_key(id), enc(&st)?),
+                None => b.remove(&job_key(id)),
+            }
+        }
+        if let Some(seq) = applied {
+            b.insert(K_APPLIED, &seq.to_be_bytes());
+        }
         b.insert(K_FORMAT, &STATE_VERSION.to_be_bytes());
         b.insert(K_NEXT_ID, &self.next_id().to_be_bytes());
         self.db.apply_batch(b).map_err(|e| sled_err("apply", e))
@@ -188,34 +208,53 @@ impl Store {
         self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
     }
 
-    fn put_new(&self, b: &mut sled::Batch, rec: &NewRecord) -> Result<()> {
+    fn put_new(&self, b: &mut sled::Batch, jobs: &mut HashMap<JobId, Option<Stored>>, rec: &NewRecord) -> Result<()> {
         let id = rec.meta.id;
         self.bump_id(id);
-        b.insert(&job_key(id), enc(&rec.meta)?);
-        b.insert(&payload_key(id), rec.payload.as_slice());
+        let inline = rec.payload.len() <= INLINE_PAYLOAD;
+        if inline {
+            b.remove(&payload_key(id));
+        } else {
+            b.insert(&payload_key(id), rec.payload.as_slice());
+        }
+        jobs.insert(
+            id,
+            Some(Stored {
+                meta: rec.meta.clone(),
+                payload: inline.then(|| rec.payload.clone()),
+            }),
+        );
         if let (Some(k), Some(exp)) = (&rec.meta.dedup, rec.dedup_expires) {
             b.insert(dedup_key(&rec.meta.queue, k), enc(&(id, exp))?);
         }
         Ok(())
     }
 
-    fn stage(&self, b: &mut sled::Batch, op: &Op) -> Result<()> {
+    fn stage(&self, b: &mut sled::Batch, jobs: &mut HashMap<JobId, Option<Stored>>, op: &Op) -> Result<()> {
         match op {
-            Op::Enqueue { jobs } => {
-                for rec in jobs {
-                    self.put_new(b, rec)?;
+            Op::Enqueue { jobs: recs } => {
+                for rec in recs {
+                    self.put_new(b, jobs, rec)?;
                 }
             }
-            Op::Snapshot { rec } => self.put_new(b, rec)?,
+            Op::Snapshot { rec } => self.put_new(b, jobs, rec)?,
             Op::Update { metas, .. } => {
                 for m in metas {
-                    self.bump_id(m.id);
-                    b.insert(&job_key(m.id), enc(m)?);
+                    let cur = match jobs.get(&m.id) {
+                        Some(v) => v.clone(),
+                        None => self.stored(m.id)?,
+                    };
+                    // A job missing here was deleted later in the journal (fuzzy base replay):
+                    // a later record deletes it again, so skipping keeps the final state exact.
+                    if let Some(mut st) = cur {
+                        st.meta = m.clone();
+                        jobs.insert(m.id, Some(st));
+                    }
                 }
             }
             Op::Delete { ids } => {
                 for id in ids {
-                    b.remove(&job_key(*id));
+                    jobs.insert(*id, None);
                     b.remove(&payload_key(*id));
                 }
             }
@@ -244,9 +283,17 @@ impl Store {
         Ok(())
     }
 
+    fn stored(&self, id: JobId) -> Result<Option<Stored>> {
+        match self.db.get(job_key(id)).map_err(|e| sled_err("read", e))? {
+            Some(v) => dec(&v, "job").map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Reads a job's metadata.
     pub fn meta(&self, id: JobId) -> Result<Option<JobMeta>> {
         match self.db.get(job_key(id)).map_err(|e| sled_err("read", e))? {
+            // The metadata is the encoding's prefix: decode it alone.
             Some(v) => dec(&v, "job metadata").map(Some),
             None => Ok(None),
         }
@@ -254,11 +301,16 @@ impl Store {
 
     /// Reads a job's payload.
     pub fn payload(&self, id: JobId) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get(payload_key(id))
-            .map_err(|e| sled_err("read", e))?
-            .map(|v| v.to_vec()))
+        match self.stored(id)? {
+            Some(Stored {
+                payload: Some(p), ..
+            }) => Ok(Some(p)),
+            _ => Ok(self
+                .db
+                .get(payload_key(id))
+                .map_err(|e| sled_err("read", e))?
+                .map(|v| v.to_vec())),
+        }
     }
 
     /// Calls `f` with every job's metadata, in id order.
@@ -321,18 +373,23 @@ impl Store {
         }
         for kv in self.db.scan_prefix(b"j") {
             let (k, v) = kv.map_err(|e| sled_err("scan", e))?;
-            let meta: JobMeta = dec(&v, "job metadata")?;
-            let mut pk = k.to_vec();
-            pk[0] = b'p';
-            let Some(payload) = self.db.get(&pk).map_err(|e| sled_err("read", e))? else {
-                continue; // deleted meanwhile
+            let st: Stored = dec(&v, "job")?;
+            let payload = match st.payload {
+                Some(p) => p,
+                None => {
+                    let mut pk = k.to_vec();
+                    pk[0] = b'p';
+                    match self.db.get(&pk).map_err(|e| sled_err("read", e))? {
+                        Some(p) => p.to_vec(),
+                        None => continue, // deleted meanwhile
+                    }
+                }
             };
-            let dedup_expires = None;
             f(Op::Snapshot {
                 rec: NewRecord {
-                    meta,
-                    payload: payload.to_vec(),
-                    dedup_expires,
+                    meta: st.meta,
+                    payload,
+                    dedup_expires: None,
                 },
             })?;
         }

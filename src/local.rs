@@ -19,8 +19,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Cmd, Engine};
 use crate::error::{Error, Result};
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
-    Selection, Timestamp,
+    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
+    Timestamp,
 };
 use crate::journal::{recovery, writer};
 use crate::lock::DirLock;
@@ -43,7 +43,9 @@ pub struct Local {
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Local").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Local")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +87,12 @@ impl Local {
             }
         };
         if rec.rebuilt || rec.replayed > 0 {
-            tracing::info!(replayed = rec.replayed, rebuilt = rec.rebuilt, last_seq = rec.last_seq, "journal recovered");
+            tracing::info!(
+                replayed = rec.replayed,
+                rebuilt = rec.rebuilt,
+                last_seq = rec.last_seq,
+                "journal recovered"
+            );
         }
         if let Some(f) = &opts.faults {
             f.on_step("recovery:replayed");
@@ -127,7 +134,16 @@ impl Local {
             .map_err(|e| Error::io("cannot start the journal thread", e))?;
         let clock: Arc<dyn Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine::new(opts, clock, store, wtx, applied, last_seq, events.clone(), failed)?;
+        let engine = Engine::new(
+            opts,
+            clock,
+            store,
+            wtx,
+            applied,
+            last_seq,
+            events.clone(),
+            failed,
+        )?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let engine_thread = std::thread::Builder::new()
             .name("durq-engine".into())
@@ -168,7 +184,13 @@ impl Backend for Local {
     async fn ack(&self, id: JobId, token: LeaseToken) -> Result<()> {
         self.call(|r| Cmd::Ack(id, token, r)).await
     }
-    async fn fail(&self, id: JobId, token: LeaseToken, error: String, action: FailAction) -> Result<FailOutcome> {
+    async fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: String,
+        action: FailAction,
+    ) -> Result<FailOutcome> {
         self.call(|r| Cmd::Fail(id, token, error, action, r)).await
     }
     async fn heartbeat(&self, id: JobId, token: LeaseToken, lease: Duration) -> Result<Timestamp> {

@@ -45,6 +45,10 @@ pub struct JobMeta {
     pub errors: Vec<AttemptError>,
     /// Current lease (state `Active` only).
     pub lease: Option<LeaseInfo>,
+    /// Arrival order in its partition key's FIFO: the id for a new job, a fresh value of the
+    /// id sequence when it is requeued from the dead letters. The FIFOs are not stored; reopen
+    /// rebuilds them by this value, so the order (and the one holder per key) survives restarts.
+    pub queued: u64,
 }
 
 /// The lease of an active job.
@@ -113,6 +117,9 @@ pub enum Change {
 }
 
 /// One journal record body.
+// `Snapshot` is much larger than the other variants; ops are short-lived (staged, written,
+// applied), so boxing it would cost an allocation per base record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// New jobs (one atomic batch).
@@ -171,6 +178,11 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+fn decode_limited<const LIMIT: usize>(body: &[u8]) -> std::result::Result<(Op, usize), String> {
+    bincode::serde::decode_from_slice(body, config().with_limit::<LIMIT>())
+        .map_err(|e| e.to_string())
+}
+
 impl Op {
     /// Encodes the op.
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -180,15 +192,27 @@ impl Op {
 
     /// Decodes an op; the whole body must be consumed.
     pub fn decode(body: &[u8]) -> std::result::Result<Op, String> {
-        let cfg = config().with_limit::<{ 256 << 20 }>();
-        let (op, used): (Op, usize) =
-            bincode::serde::decode_from_slice(body, cfg).map_err(|e| e.to_string())?;
+        // bincode allocates a string's or byte buffer's claimed length before reading it. A valid
+        // body never claims more bytes than it holds, so a limit in the size class just above
+        // the body's length bounds what a damaged one can make us allocate.
+        let (op, used) = match body.len() {
+            n if n <= 4 << 10 => decode_limited::<{ 4 << 10 }>(body),
+            n if n <= 64 << 10 => decode_limited::<{ 64 << 10 }>(body),
+            n if n <= 1 << 20 => decode_limited::<{ 1 << 20 }>(body),
+            n if n <= 16 << 20 => decode_limited::<{ 16 << 20 }>(body),
+            _ => decode_limited::<{ 256 << 20 }>(body),
+        }?;
         if used != body.len() {
             return Err(format!(
                 "{} trailing bytes after the record body",
                 body.len() - used
             ));
         }
-        Ok(op)
+        // One spelling per record: bincode also accepts over-long varints, which the writer
+        // never produces; a body that does not re-encode to itself is damage.
+        match op.encode() {
+            Ok(again) if again == body => Ok(op),
+            _ => Err("the record body is not in canonical form".to_string()),
+        }
     }
 }

@@ -144,10 +144,14 @@ impl Store {
 
     /// True if the store was written by this layout version (or is empty).
     pub fn version_ok(&self) -> Result<bool> {
-        Ok(match self.db.get(K_FORMAT).map_err(|e| sled_err("read", e))? {
-            None => self.db.is_empty(),
-            Some(v) => v.len() == 4 && u32::from_be_bytes([v[0], v[1], v[2], v[3]]) == STATE_VERSION,
-        })
+        Ok(
+            match self.db.get(K_FORMAT).map_err(|e| sled_err("read", e))? {
+                None => self.db.is_empty(),
+                Some(v) => {
+                    v.len() == 4 && u32::from_be_bytes([v[0], v[1], v[2], v[3]]) == STATE_VERSION
+                }
+            },
+        )
     }
 
     /// Seq of the last applied record (0 if none).
@@ -183,7 +187,11 @@ impl Store {
         self.apply_iter(ops.iter(), Some(applied))
     }
 
-    fn apply_iter<'a>(&self, ops: impl Iterator<Item = &'a Op>, applied: Option<u64>) -> Result<()> {
+    fn apply_iter<'a>(
+        &self,
+        ops: impl Iterator<Item = &'a Op>,
+        applied: Option<u64>,
+    ) -> Result<()> {
         let mut b = sled::Batch::default();
         // Last state per job in this group: Some = put, None = delete.
         let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
@@ -208,7 +216,12 @@ impl Store {
         self.next_id.fetch_max(id.0 + 1, Ordering::Relaxed);
     }
 
-    fn put_new(&self, b: &mut sled::Batch, jobs: &mut HashMap<JobId, Option<Stored>>, rec: &NewRecord) -> Result<()> {
+    fn put_new(
+        &self,
+        b: &mut sled::Batch,
+        jobs: &mut HashMap<JobId, Option<Stored>>,
+        rec: &NewRecord,
+    ) -> Result<()> {
         let id = rec.meta.id;
         self.bump_id(id);
         let inline = rec.payload.len() <= INLINE_PAYLOAD;
@@ -230,7 +243,12 @@ impl Store {
         Ok(())
     }
 
-    fn stage(&self, b: &mut sled::Batch, jobs: &mut HashMap<JobId, Option<Stored>>, op: &Op) -> Result<()> {
+    fn stage(
+        &self,
+        b: &mut sled::Batch,
+        jobs: &mut HashMap<JobId, Option<Stored>>,
+        op: &Op,
+    ) -> Result<()> {
         match op {
             Op::Enqueue { jobs: recs } => {
                 for rec in recs {
@@ -398,6 +416,9 @@ impl Store {
 
     /// Flushes sled's buffers to the OS (not durable by itself; see module docs).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| sled_err("flush", e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| sled_err("flush", e))
     }
 }

@@ -30,8 +30,8 @@ use crate::backend::ReserveRequest;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob,
-    Selection, Timestamp,
+    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
+    Timestamp,
 };
 use crate::journal::writer::{self, Batch, Reply, Staged};
 use crate::options::Options;
@@ -196,11 +196,9 @@ impl Engine {
         // All handles dropped: best-effort flush.
         self.flush();
         let (tx, rx2) = std::sync::mpsc::channel();
-        let _ = self
-            .writer
-            .send(writer::Msg::Stop(Box::new(move |r| {
-                let _ = tx.send(r);
-            })));
+        let _ = self.writer.send(writer::Msg::Stop(Box::new(move |r| {
+            let _ = tx.send(r);
+        })));
         let _ = rx2.recv_timeout(Duration::from_secs(10));
     }
 
@@ -208,6 +206,14 @@ impl Engine {
         if self.closed {
             return;
         }
+        // A failed append reported since the last loop turn: reload before answering anything,
+        // so no command sees records that never reached the journal.
+        let failed = self.failed.swap(0, Ordering::AcqRel);
+        if failed > 0 {
+            self.writer_failed(failed - 1);
+        }
+        // Every command sees what is due at its time (delayed jobs, leases, dedup expiry).
+        self.run_timers();
         match cmd {
             Cmd::Enqueue(jobs, reply) => self.enqueue(jobs, reply),
             Cmd::Reserve(req, reply) => self.reserve_cmd(req, reply),
@@ -269,7 +275,13 @@ impl Engine {
         Ok(seq)
     }
 
-    fn remember(&mut self, seq: u64, id: JobId, meta: Option<JobMeta>, payload: Option<Arc<Vec<u8>>>) {
+    fn remember(
+        &mut self,
+        seq: u64,
+        id: JobId,
+        meta: Option<JobMeta>,
+        payload: Option<Arc<Vec<u8>>>,
+    ) {
         let deleted = meta.is_none();
         let entry = self.pending.entry(id).or_insert(Pending {
             seq,
@@ -346,7 +358,10 @@ impl Engine {
     }
 
     fn writer_failed(&mut self, last_seq: u64) {
-        tracing::warn!(last_seq, "journal append failed; reloading state from the store");
+        tracing::warn!(
+            last_seq,
+            "journal append failed; reloading state from the store"
+        );
         for r in std::mem::take(&mut self.replies) {
             r(Err(Error::io(
                 "journal append failed",

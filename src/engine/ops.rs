@@ -17,7 +17,11 @@ use crate::record::{Change, JobMeta, LeaseInfo, NewRecord, Op};
 use crate::stats::{Event, QueueStats, Stats};
 
 impl Engine {
-    pub(super) fn enqueue(&mut self, jobs: Vec<NewJob>, reply: oneshot::Sender<Result<Vec<Enqueued>>>) {
+    pub(super) fn enqueue(
+        &mut self,
+        jobs: Vec<NewJob>,
+        reply: oneshot::Sender<Result<Vec<Enqueued>>>,
+    ) {
         match self.enqueue_inner(jobs) {
             Ok((out, staged)) if staged => self.on_durable(reply, out),
             Ok((out, _)) => {
@@ -67,7 +71,10 @@ impl Engine {
                     .map(|(id, _)| *id)
                     .or_else(|| claimed.iter().find(|(c, _)| *c == k).map(|(_, id)| *id));
                 if let Some(id) = live {
-                    out.push(Enqueued { id, duplicate: true });
+                    out.push(Enqueued {
+                        id,
+                        duplicate: true,
+                    });
                     self.emit(Event::Deduplicated {
                         id,
                         queue: j.queue.clone(),
@@ -95,7 +102,11 @@ impl Engine {
                 priority: j.priority,
                 key: j.key,
                 dedup: j.dedup.as_ref().map(|(k, _)| k.clone()),
-                state: if run_at > now { JobState::Delayed } else { JobState::Waiting },
+                state: if run_at > now {
+                    JobState::Delayed
+                } else {
+                    JobState::Waiting
+                },
                 attempts: 0,
                 retry,
                 created_at: Timestamp(now),
@@ -103,6 +114,7 @@ impl Engine {
                 finished_at: None,
                 errors: Vec::new(),
                 lease: None,
+                queued: id.0,
             };
             let dedup_expires = j
                 .dedup
@@ -111,7 +123,10 @@ impl Engine {
             if let Some((dk, _)) = &j.dedup {
                 claimed.push(((q, dk.clone()), id));
             }
-            out.push(Enqueued { id, duplicate: false });
+            out.push(Enqueued {
+                id,
+                duplicate: false,
+            });
             recs.push(NewRecord {
                 meta,
                 payload: j.payload,
@@ -140,7 +155,11 @@ impl Engine {
         Ok((out, true))
     }
 
-    pub(super) fn reserve_cmd(&mut self, req: ReserveRequest, reply: oneshot::Sender<Result<Option<Lease>>>) {
+    pub(super) fn reserve_cmd(
+        &mut self,
+        req: ReserveRequest,
+        reply: oneshot::Sender<Result<Option<Lease>>>,
+    ) {
         for q in &req.queues {
             if let Err(e) = validate_queue_name(q) {
                 let _ = reply.send(Err(e));
@@ -159,7 +178,11 @@ impl Engine {
                     let _ = reply.send(Ok(None));
                 } else {
                     let deadline = self.now() + wait.as_millis() as u64;
-                    self.waiters.push_back(Waiter { req, deadline, reply });
+                    self.waiters.push_back(Waiter {
+                        req,
+                        deadline,
+                        reply,
+                    });
                 }
             }
             Err(e) => {
@@ -272,7 +295,10 @@ impl Engine {
         let a = self.take_active(id, token)?;
         let now = self.now();
         let mut meta = a.meta;
-        let took = meta.lease.map(|l| now.saturating_sub(l.started.0)).unwrap_or(0);
+        let took = meta
+            .lease
+            .map(|l| now.saturating_sub(l.started.0))
+            .unwrap_or(0);
         meta.state = JobState::Completed;
         meta.finished_at = Some(Timestamp(now));
         meta.lease = None;
@@ -378,7 +404,11 @@ impl Engine {
                 Change::Died
             }
             FailOutcome::Retrying { run_at } => {
-                meta.state = if run_at.0 > now { JobState::Delayed } else { JobState::Waiting };
+                meta.state = if run_at.0 > now {
+                    JobState::Delayed
+                } else {
+                    JobState::Waiting
+                };
                 meta.run_at = run_at;
                 let slot = self.mem.slot_of(&meta);
                 self.mem.queues[q as usize].pending_add(run_at.0);
@@ -402,7 +432,12 @@ impl Engine {
         Ok(outcome)
     }
 
-    pub(super) fn heartbeat(&mut self, id: JobId, token: LeaseToken, d: Duration) -> Result<Timestamp> {
+    pub(super) fn heartbeat(
+        &mut self,
+        id: JobId,
+        token: LeaseToken,
+        d: Duration,
+    ) -> Result<Timestamp> {
         let now = self.now();
         let a = match self.mem.active.get_mut(&id) {
             Some(a) if a.token == token.0 => a,
@@ -418,7 +453,12 @@ impl Engine {
         Ok(Timestamp(until))
     }
 
-    pub(super) fn release(&mut self, id: JobId, token: LeaseToken, reply: oneshot::Sender<Result<()>>) {
+    pub(super) fn release(
+        &mut self,
+        id: JobId,
+        token: LeaseToken,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
         match self.release_inner(id, token) {
             Ok(()) => self.on_durable(reply, ()),
             Err(e) => {
@@ -449,7 +489,11 @@ impl Engine {
         let payload = self.payload(meta.id)?;
         let mut job = meta.into_job(payload);
         if matches!(job.state, JobState::Waiting | JobState::Delayed) {
-            job.state = if job.run_at.0 > now { JobState::Delayed } else { JobState::Waiting };
+            job.state = if job.run_at.0 > now {
+                JobState::Delayed
+            } else {
+                JobState::Waiting
+            };
         }
         Ok(job)
     }
@@ -465,7 +509,12 @@ impl Engine {
         }
     }
 
-    pub(super) fn list(&self, queue: &str, state: Option<JobState>, limit: usize) -> Result<Vec<Job>> {
+    pub(super) fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
         validate_queue_name(queue)?;
         let Some(&q) = self.mem.queue_ids.get(queue) else {
             return Ok(Vec::new());
@@ -509,7 +558,9 @@ impl Engine {
                         .mem
                         .delayed
                         .iter()
-                        .filter(|(_, id)| self.mem.delayed_slots.get(id).is_some_and(|s| s.queue == q))
+                        .filter(|(_, id)| {
+                            self.mem.delayed_slots.get(id).is_some_and(|s| s.queue == q)
+                        })
                         .copied()
                         .collect();
                     v.extend(
@@ -534,7 +585,13 @@ impl Engine {
                     ids.extend(v.into_iter().take(room).map(|(_, id)| id));
                 }
                 JobState::Completed => {
-                    ids.extend(self.mem.queues[q as usize].completed.iter().rev().take(room));
+                    ids.extend(
+                        self.mem.queues[q as usize]
+                            .completed
+                            .iter()
+                            .rev()
+                            .take(room),
+                    );
                 }
                 JobState::Dead => {
                     ids.extend(self.mem.queues[q as usize].dead.iter().rev().take(room));
@@ -600,7 +657,12 @@ impl Engine {
         Ok((q, ids))
     }
 
-    pub(super) fn requeue(&mut self, queue: &str, sel: Selection, reply: oneshot::Sender<Result<u64>>) {
+    pub(super) fn requeue(
+        &mut self,
+        queue: &str,
+        sel: Selection,
+        reply: oneshot::Sender<Result<u64>>,
+    ) {
         let r = (|| {
             let (q, ids) = self.select_dead(queue, &sel)?;
             if ids.is_empty() {
@@ -609,11 +671,15 @@ impl Engine {
             let now = self.now();
             let mut metas = Vec::with_capacity(ids.len());
             for id in &ids {
-                let Some(mut meta) = self.meta(*id)? else { continue };
+                let Some(mut meta) = self.meta(*id)? else {
+                    continue;
+                };
                 meta.state = JobState::Waiting;
                 meta.attempts = 0;
                 meta.run_at = Timestamp(now);
                 meta.finished_at = None;
+                // Joins the back of its key's FIFO: a fresh value of the id sequence.
+                meta.queued = self.next_id(now).0;
                 metas.push(meta);
             }
             for meta in &metas {
@@ -643,7 +709,12 @@ impl Engine {
         }
     }
 
-    pub(super) fn purge(&mut self, queue: &str, sel: Selection, reply: oneshot::Sender<Result<u64>>) {
+    pub(super) fn purge(
+        &mut self,
+        queue: &str,
+        sel: Selection,
+        reply: oneshot::Sender<Result<u64>>,
+    ) {
         let r = (|| {
             let (q, ids) = self.select_dead(queue, &sel)?;
             if ids.is_empty() {
@@ -654,7 +725,9 @@ impl Engine {
             }
             let n = ids.len() as u64;
             for chunk in ids.chunks(16384) {
-                self.stage(Op::Delete { ids: chunk.to_vec() })?;
+                self.stage(Op::Delete {
+                    ids: chunk.to_vec(),
+                })?;
             }
             Ok(n)
         })();
@@ -666,7 +739,12 @@ impl Engine {
         }
     }
 
-    pub(super) fn set_paused(&mut self, queue: &str, paused: bool, reply: oneshot::Sender<Result<()>>) {
+    pub(super) fn set_paused(
+        &mut self,
+        queue: &str,
+        paused: bool,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
         let r = (|| {
             validate_queue_name(queue)?;
             let q = self.mem.queue_id(queue);
@@ -726,22 +804,27 @@ impl Engine {
         }
         let mut orphans = Vec::new();
         let mut completed: BTreeMap<u32, Vec<(u64, JobId)>> = BTreeMap::new();
+        let mut keyed: Vec<(KeyRank, JobId, super::mem::Slot)> = Vec::new();
         let mut max_id = self.last_id;
         self.store.for_each_meta(|meta| {
-            max_id = max_id.max(meta.id.0);
+            max_id = max_id.max(meta.id.0).max(meta.queued);
             let slot = mem.slot_of(&meta);
             let q = slot.queue;
+            if slot.key.is_some()
+                && matches!(
+                    meta.state,
+                    JobState::Waiting | JobState::Delayed | JobState::Active
+                )
+            {
+                keyed.push((KeyRank::of(&meta, q), meta.id, slot.clone()));
+            }
             match meta.state {
-                JobState::Waiting | JobState::Delayed => mem.arrive(meta.id, slot, now),
-                JobState::Active => {
-                    if let Some(key) = &slot.key {
-                        // Holds its key: enter the FIFO as head without being placed.
-                        mem.keys
-                            .entry((q, key.clone()))
-                            .or_default()
-                            .fifo
-                            .push_back((meta.id, slot.clone()));
+                JobState::Waiting | JobState::Delayed => {
+                    if slot.key.is_none() {
+                        mem.arrive(meta.id, slot, now)
                     }
+                }
+                JobState::Active => {
                     if keep_active {
                         let lease = meta.lease.unwrap_or(LeaseInfo {
                             token: 0,
@@ -779,6 +862,22 @@ impl Engine {
             v.sort();
             mem.queues[q as usize].completed = v.into_iter().map(|(_, id)| id).collect();
         }
+        // Rebuild each key's FIFO in its run-time order (see `KeyRank`): the holder first, so
+        // exactly one job per key may run, then the rest in arrival order.
+        keyed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (rank, id, slot) in keyed {
+            if rank.class == 0 {
+                // Active: holds its key; enters the FIFO as head without being placed.
+                let key = slot.key.clone().unwrap_or_default();
+                mem.keys
+                    .entry((slot.queue, key))
+                    .or_default()
+                    .fifo
+                    .push_back((id, slot));
+            } else {
+                mem.arrive(id, slot, now);
+            }
+        }
         self.last_id = max_id;
         self.mem = mem;
         Ok(orphans)
@@ -789,13 +888,43 @@ impl Engine {
         let q = self.mem.queue_id(&meta.queue);
         // An orphan from load() is counted active but not in the active table.
         if self.mem.active.remove(&meta.id).is_none() {
-            self.mem.queues[q as usize].active = self.mem.queues[q as usize].active.saturating_sub(1);
+            self.mem.queues[q as usize].active =
+                self.mem.queues[q as usize].active.saturating_sub(1);
         } else {
             self.mem.queues[q as usize].active -= 1;
         }
         tracing::warn!(id = %meta.id, queue = %meta.queue, attempt = meta.attempts, "{why}; the job will run again");
-        if let Err(e) = self.fail_meta(meta, q, now, why, FailAction::RetryAfter(Duration::ZERO), Change::Expired) {
+        if let Err(e) = self.fail_meta(
+            meta,
+            q,
+            now,
+            why,
+            FailAction::RetryAfter(Duration::ZERO),
+            Change::Expired,
+        ) {
             tracing::error!(error = %e, "cannot record an expired lease");
+        }
+    }
+}
+
+/// Where an unfinished keyed job stands in its key's FIFO, from its metadata alone (the FIFO
+/// itself is not stored). The FIFO is arrival order (`JobMeta::queued`) and only its head ever
+/// runs, so an `Active` job is the head; it sorts first regardless, as a guard.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct KeyRank {
+    queue: u32,
+    key: String,
+    class: u8,
+    queued: u64,
+}
+
+impl KeyRank {
+    fn of(meta: &JobMeta, queue: u32) -> KeyRank {
+        KeyRank {
+            queue,
+            key: meta.key.clone().unwrap_or_default(),
+            class: u8::from(meta.state != JobState::Active),
+            queued: meta.queued,
         }
     }
 }

@@ -42,12 +42,20 @@ impl Engine {
                 _ => None,
             };
             match head {
-                Some((id, slot)) if !self.mem.active.contains_key(&id) && !self.mem.delayed_slots.contains_key(&id) => {
+                Some((id, slot))
+                    if !self.mem.active.contains_key(&id)
+                        && !self.mem.delayed_slots.contains_key(&id) =>
+                {
                     self.mem.place(id, slot, now)
                 }
                 Some(_) => {}
                 None => {
-                    if self.mem.keys.get(&(q, key.clone())).is_some_and(|km| km.fifo.is_empty()) {
+                    if self
+                        .mem
+                        .keys
+                        .get(&(q, key.clone()))
+                        .is_some_and(|km| km.fifo.is_empty())
+                    {
                         self.mem.keys.remove(&(q, key));
                     }
                 }
@@ -61,8 +69,13 @@ impl Engine {
             self.mem.leases.pop_first();
             if let Some(a) = self.mem.active.get(&id) {
                 let meta = a.meta.clone();
-                let secs = (t.saturating_sub(meta.lease.map(|l| l.started.0).unwrap_or(t))) as f64 / 1000.0;
-                self.expire_lease(meta, now, &format!("lease expired after {secs:.1}s without ack or heartbeat"));
+                let secs = (t.saturating_sub(meta.lease.map(|l| l.started.0).unwrap_or(t))) as f64
+                    / 1000.0;
+                self.expire_lease(
+                    meta,
+                    now,
+                    &format!("lease expired after {secs:.1}s without ack or heartbeat"),
+                );
             }
         }
         // Dedup keys expiring (dropped from disk in bounded groups).

@@ -102,6 +102,9 @@ impl FileHeader {
                 supported: FORMAT_VERSION,
             });
         }
+        if le_u32(&buf[36..40]) != 0 {
+            return Err(corrupt("reserved header bytes are not zero"));
+        }
         let kind_field = le_u32(&buf[12..16]);
         let expected = match kind {
             FileKind::Segment => 0,
@@ -237,16 +240,26 @@ mod tests {
         let f = decode_frame(&buf, 7).unwrap();
         assert_eq!((f.seq, f.body, f.size), (42, &b"hello"[..], buf.len()));
         assert_eq!(decode_frame(&buf, 8), Err(FrameError::BadCrc));
-        assert_eq!(decode_frame(&buf[..buf.len() - 1], 7), Err(FrameError::Truncated));
+        assert_eq!(
+            decode_frame(&buf[..buf.len() - 1], 7),
+            Err(FrameError::Truncated)
+        );
         assert_eq!(decode_frame(&[0u8; 40], 7), Err(FrameError::ZeroLength));
         let mut absurd = buf.clone();
         absurd[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(decode_frame(&absurd, 7), Err(FrameError::AbsurdLength(u32::MAX)));
+        assert_eq!(
+            decode_frame(&absurd, 7),
+            Err(FrameError::AbsurdLength(u32::MAX))
+        );
     }
 
     #[test]
     fn header_round_trip_and_version() {
-        let h = FileHeader { kind: FileKind::Base, number: 3, seq: 99 };
+        let h = FileHeader {
+            kind: FileKind::Base,
+            number: 3,
+            seq: 99,
+        };
         let mut b = h.encode();
         assert_eq!(FileHeader::decode(&b, Path::new("x")).unwrap(), h);
         b[8] = 2;

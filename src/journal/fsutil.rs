@@ -17,8 +17,8 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Used before a checkpoint lets journal segments go: sled's own `flush()` is
 /// `sync_file_range` on Linux, which is not durable.
 pub fn fsync_tree(dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
         let path = entry.path();

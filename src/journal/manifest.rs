@@ -17,8 +17,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::journal::fsutil::fsync_dir;
 use crate::journal::format::FORMAT_VERSION;
+use crate::journal::fsutil::fsync_dir;
 
 /// File name of the manifest inside `journal/`.
 pub const MANIFEST: &str = "MANIFEST";
@@ -63,7 +63,8 @@ impl Manifest {
             offset: offset as u64,
             reason,
         };
-        let text = std::str::from_utf8(text).map_err(|e| bad(e.valid_up_to(), "manifest is not UTF-8".into()))?;
+        let text = std::str::from_utf8(text)
+            .map_err(|e| bad(e.valid_up_to(), "manifest is not UTF-8".into()))?;
         let crc_pos = text
             .rfind("crc ")
             .ok_or_else(|| bad(text.len(), "manifest has no crc line".into()))?;
@@ -71,7 +72,16 @@ impl Manifest {
         let want = crc_line
             .trim_end_matches('\n')
             .strip_prefix("crc ")
-            .and_then(|h| if h.len() == 8 { u32::from_str_radix(h, 16).ok() } else { None })
+            .and_then(|h| {
+                // One spelling only: 8 lowercase hex digits.
+                let canonical =
+                    h.len() == 8 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+                if canonical {
+                    u32::from_str_radix(h, 16).ok()
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| bad(crc_pos, "manifest crc line is malformed".into()))?;
         if !crc_line.ends_with('\n') || crc_line.matches('\n').count() != 1 {
             return Err(bad(crc_pos, "manifest crc line is malformed".into()));
@@ -83,10 +93,18 @@ impl Manifest {
         let mut offset = 0usize;
         for (i, line) in body.split_terminator('\n').enumerate() {
             let fields: Vec<&str> = line.split(' ').collect();
-            let num = |s: &str| s.parse::<u64>().ok().filter(|_| !s.starts_with('+'));
+            // Plain decimal: no sign, no leading zeros (one spelling per manifest).
+            let num = |s: &str| {
+                let plain = !s.is_empty()
+                    && s.bytes().all(|c| c.is_ascii_digit())
+                    && (s == "0" || !s.starts_with('0'));
+                s.parse::<u64>().ok().filter(|_| plain)
+            };
             match (i, fields.as_slice()) {
                 (0, ["durq-manifest", v]) => {
-                    let v: u32 = v.parse().map_err(|_| bad(offset, "bad manifest version".into()))?;
+                    let v: u32 = num(v)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| bad(offset, "bad manifest version".into()))?;
                     if v != FORMAT_VERSION {
                         return Err(Error::UnsupportedVersion {
                             file: file.to_path_buf(),
@@ -108,11 +126,17 @@ impl Manifest {
                         .ok_or_else(|| bad(offset, format!("bad segment line `{line}`")))?;
                     if let Some(prev) = m.segments.last() {
                         if number != prev.number + 1 || start_seq < prev.start_seq {
-                            return Err(bad(offset, format!("segment {number} does not follow segment {}", prev.number)));
+                            return Err(bad(
+                                offset,
+                                format!("segment {number} does not follow segment {}", prev.number),
+                            ));
                         }
                     } else if let Some((b, bseq)) = m.base {
                         if number != b || start_seq != bseq {
-                            return Err(bad(offset, format!("segment {number} does not follow base {b}")));
+                            return Err(bad(
+                                offset,
+                                format!("segment {number} does not follow base {b}"),
+                            ));
                         }
                     }
                     m.segments.push(SegEntry { number, start_seq });
@@ -133,7 +157,8 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
         let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-        f.write_all(self.encode().as_bytes()).map_err(|e| io("cannot write", e))?;
+        f.write_all(self.encode().as_bytes())
+            .map_err(|e| io("cannot write", e))?;
         f.sync_all().map_err(|e| io("cannot fsync", e))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
@@ -159,15 +184,36 @@ mod tests {
     fn round_trip_and_checks() {
         let m = Manifest {
             base: Some((4, 100)),
-            segments: vec![SegEntry { number: 4, start_seq: 100 }, SegEntry { number: 5, start_seq: 180 }],
+            segments: vec![
+                SegEntry {
+                    number: 4,
+                    start_seq: 100,
+                },
+                SegEntry {
+                    number: 5,
+                    start_seq: 180,
+                },
+            ],
         };
         let text = m.encode();
-        assert_eq!(Manifest::decode(text.as_bytes(), Path::new("M")).unwrap(), m);
+        assert_eq!(
+            Manifest::decode(text.as_bytes(), Path::new("M")).unwrap(),
+            m
+        );
         let flipped = text.replace("seg 5", "seg 6");
         assert!(Manifest::decode(flipped.as_bytes(), Path::new("M")).is_err());
         let gap = Manifest {
             base: None,
-            segments: vec![SegEntry { number: 1, start_seq: 0 }, SegEntry { number: 3, start_seq: 9 }],
+            segments: vec![
+                SegEntry {
+                    number: 1,
+                    start_seq: 0,
+                },
+                SegEntry {
+                    number: 3,
+                    start_seq: 9,
+                },
+            ],
         };
         assert!(Manifest::decode(gap.encode().as_bytes(), Path::new("M")).is_err());
     }

@@ -13,7 +13,9 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::journal::format::{decode_frame, le_u32, le_u64, FileHeader, FrameError, FRAME_LEN, HEADER_LEN, MAX_RECORD};
+use crate::journal::format::{
+    decode_frame, le_u32, le_u64, FileHeader, FrameError, FRAME_LEN, HEADER_LEN, MAX_RECORD,
+};
 
 /// How a scan ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +63,11 @@ pub struct Scan {
 
 /// Reads the header of `path`.
 pub fn read_header(path: &Path) -> Result<FileHeader> {
-    let mut f = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut f =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let mut h = [0u8; HEADER_LEN];
-    let n = read_full(&mut f, &mut h).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let n = read_full(&mut f, &mut h)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     FileHeader::decode(&h[..n], path)
 }
 
@@ -88,7 +92,8 @@ pub fn scan_file(
     mut each: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<Scan> {
     let io = |e| Error::io(format!("cannot read {}", path.display()), e);
-    let file = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let file =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut h = [0u8; HEADER_LEN];
@@ -111,7 +116,11 @@ pub fn scan_file(
         } else if len == 0 {
             Some(FrameError::ZeroLength.to_string())
         } else if len > MAX_RECORD || pos + FRAME_LEN as u64 + len as u64 > file_len {
-            Some(if len > MAX_RECORD { FrameError::AbsurdLength(len).to_string() } else { FrameError::Truncated.to_string() })
+            Some(if len > MAX_RECORD {
+                FrameError::AbsurdLength(len).to_string()
+            } else {
+                FrameError::Truncated.to_string()
+            })
         } else {
             body.resize(len as usize, 0);
             let got_body = read_full(&mut r, &mut body).map_err(io)?;
@@ -134,18 +143,45 @@ pub fn scan_file(
         records += 1;
         pos += FRAME_LEN as u64 + len as u64;
     };
-    Ok(Scan { path: path.to_path_buf(), header, end, valid_len: pos, file_len, last_seq, records })
+    Ok(Scan {
+        path: path.to_path_buf(),
+        header,
+        end,
+        valid_len: pos,
+        file_len,
+        last_seq,
+        records,
+    })
 }
 
 /// Decides whether the bytes from `offset` on are a torn tail or corruption.
-fn classify(path: &Path, number: u64, offset: u64, file_len: u64, last_seq: u64, reason: String) -> Result<ScanEnd> {
+fn classify(
+    path: &Path,
+    number: u64,
+    offset: u64,
+    file_len: u64,
+    last_seq: u64,
+    reason: String,
+) -> Result<ScanEnd> {
     let rest = read_from(path, offset)?;
     if rest.iter().all(|&b| b == 0) {
-        return Ok(ScanEnd::TornTail { offset, dropped: file_len - offset, reason: "zero-filled tail".into() });
+        return Ok(ScanEnd::TornTail {
+            offset,
+            dropped: file_len - offset,
+            reason: "zero-filled tail".into(),
+        });
     }
     match find_next_record(&rest, number, last_seq) {
-        Some(i) => Ok(ScanEnd::Corrupt { offset, reason, resume_at: offset + i as u64 }),
-        None => Ok(ScanEnd::TornTail { offset, dropped: file_len - offset, reason }),
+        Some(i) => Ok(ScanEnd::Corrupt {
+            offset,
+            reason,
+            resume_at: offset + i as u64,
+        }),
+        None => Ok(ScanEnd::TornTail {
+            offset,
+            dropped: file_len - offset,
+            reason,
+        }),
     }
 }
 

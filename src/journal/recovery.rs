@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::journal::format::{base_name, segment_name, FileKind};
+use crate::journal::format::{base_name, segment_name, FileKind, FRAME_LEN, HEADER_LEN};
 use crate::journal::fsutil::fsync_dir;
 use crate::journal::manifest::{Manifest, SegEntry, MANIFEST};
 use crate::journal::reader::{read_header, scan_file, ScanEnd};
@@ -74,8 +74,9 @@ pub fn prepare(dir: &Path) -> Result<Manifest> {
     for name in journal_files(dir)? {
         if !named.contains(&name) {
             tracing::info!(file = %dir.join(&name).display(), "removing journal file not named in the manifest");
-            fs::remove_file(dir.join(&name))
-                .map_err(|e| Error::io(format!("cannot remove {}", dir.join(&name).display()), e))?;
+            fs::remove_file(dir.join(&name)).map_err(|e| {
+                Error::io(format!("cannot remove {}", dir.join(&name).display()), e)
+            })?;
             removed = true;
         }
     }
@@ -98,7 +99,9 @@ pub fn prepare(dir: &Path) -> Result<Manifest> {
         } else {
             (
                 FileKind::Base,
-                name.trim_end_matches(".base").parse::<u64>().unwrap_or(u64::MAX),
+                name.trim_end_matches(".base")
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX),
             )
         };
         if h.kind != kind || h.number != number {
@@ -118,7 +121,9 @@ pub fn prepare(dir: &Path) -> Result<Manifest> {
 /// Names of `*.seg` and `*.base` files in `dir`, sorted.
 pub fn journal_files(dir: &Path) -> Result<Vec<String>> {
     let mut v = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))? {
+    for e in
+        fs::read_dir(dir).map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?
+    {
         let e = e.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".seg") || name.ends_with(".base") {
@@ -168,8 +173,10 @@ fn load_base(dir: &Path, manifest: &Manifest, store: &Store) -> Result<()> {
     };
     let path = dir.join(base_name(n));
     let mut ops = Vec::with_capacity(CHUNK);
+    let mut at = HEADER_LEN as u64;
     let scan = scan_file(&path, Some(0), |_, body| {
-        ops.push(decode(&path, body)?);
+        ops.push(decode(&path, at, body)?);
+        at += (FRAME_LEN + body.len()) as u64;
         if ops.len() >= CHUNK {
             store.apply_ops(&ops, 0)?;
             ops.clear();
@@ -190,16 +197,22 @@ fn load_base(dir: &Path, manifest: &Manifest, store: &Store) -> Result<()> {
     store.apply_ops(&ops, seq)
 }
 
-fn decode(path: &Path, body: &[u8]) -> Result<Op> {
+/// Decodes the body of the record at byte `offset` of `path`.
+fn decode(path: &Path, offset: u64, body: &[u8]) -> Result<Op> {
     Op::decode(body).map_err(|e| Error::Corrupt {
         file: path.to_path_buf(),
-        offset: 0,
+        offset,
         reason: format!("a record with a valid checksum does not decode: {e}"),
     })
 }
 
 /// Scans every segment; applies records with seq > `from`; cuts a torn tail off the last one.
-fn replay_segments(dir: &Path, manifest: &Manifest, store: &Store, from: u64) -> Result<(u64, u64)> {
+fn replay_segments(
+    dir: &Path,
+    manifest: &Manifest,
+    store: &Store,
+    from: u64,
+) -> Result<(u64, u64)> {
     let mut last_seq = manifest.segments.first().map(|s| s.start_seq).unwrap_or(0);
     let mut replayed = 0u64;
     let count = manifest.segments.len();
@@ -217,9 +230,12 @@ fn replay_segments(dir: &Path, manifest: &Manifest, store: &Store, from: u64) ->
         }
         let mut ops: Vec<Op> = Vec::new();
         let mut chunk_last = 0;
+        let mut at = HEADER_LEN as u64;
         let scan = scan_file(&path, Some(last_seq), |seq, body| {
+            let offset = at;
+            at += (FRAME_LEN + body.len()) as u64;
             if seq > from {
-                ops.push(decode(&path, body)?);
+                ops.push(decode(&path, offset, body)?);
                 chunk_last = seq;
                 replayed += 1;
                 if ops.len() >= CHUNK {

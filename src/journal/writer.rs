@@ -544,14 +544,19 @@ impl Writer {
         let state_dir = self.cfg.state_dir.clone();
         let faults = self.cfg.faults.clone();
         let tx = self.self_tx.clone();
-        tracing::info!(journal_bytes = self.journal_bytes, base = number, "journal rewrite started");
+        tracing::info!(
+            journal_bytes = self.journal_bytes,
+            base = number,
+            "journal rewrite started"
+        );
         let spawned = std::thread::Builder::new()
             .name("durq-rewrite".into())
             .spawn(move || {
-                let (result, bytes) = match write_base(&dir, &state_dir, number, seq, &store, faults.as_deref()) {
-                    Ok(b) => (Ok(()), b),
-                    Err(e) => (Err(e), 0),
-                };
+                let (result, bytes) =
+                    match write_base(&dir, &state_dir, number, seq, &store, faults.as_deref()) {
+                        Ok(b) => (Ok(()), b),
+                        Err(e) => (Err(e), 0),
+                    };
                 let _ = tx.send(Msg::BaseReady {
                     number,
                     seq,
@@ -602,7 +607,12 @@ impl Writer {
                     .unwrap_or(0)
             })
             .sum();
-        tracing::info!(base = number, base_bytes = bytes, journal_bytes = self.journal_bytes, "journal rewrite done");
+        tracing::info!(
+            base = number,
+            base_bytes = bytes,
+            journal_bytes = self.journal_bytes,
+            "journal rewrite done"
+        );
     }
 }
 
@@ -623,7 +633,8 @@ pub fn create_journal_file(path: &Path, kind: FileKind, number: u64, seq: u64) -
         .open(path)
         .map_err(|e| io("cannot create", e))?;
     let h = FileHeader { kind, number, seq }.encode();
-    file.write_all_at(&h, 0).map_err(|e| io("cannot write", e))?;
+    file.write_all_at(&h, 0)
+        .map_err(|e| io("cannot write", e))?;
     file.sync_all().map_err(|e| io("cannot fsync", e))?;
     Ok(file)
 }

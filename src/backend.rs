@@ -94,8 +94,7 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<FailOutcome>;
 
     /// Extends a lease to `lease` from now; returns the new expiry.
-    async fn heartbeat(&self, id: JobId, token: LeaseToken, lease: Duration)
-        -> Result<Timestamp>;
+    async fn heartbeat(&self, id: JobId, token: LeaseToken, lease: Duration) -> Result<Timestamp>;
 
     /// Gives a leased job back to waiting without counting the attempt (shutdown).
     async fn release(&self, id: JobId, token: LeaseToken) -> Result<()>;

@@ -136,9 +136,7 @@ impl Options {
             return Err(Error::invalid("cache size must be at least 1 MiB"));
         }
         if self.max_payload == 0 || self.max_payload > (128 << 20) {
-            return Err(Error::invalid(
-                "max payload must be from 1 byte to 128 MiB",
-            ));
+            return Err(Error::invalid("max payload must be from 1 byte to 128 MiB"));
         }
         if self.segment_bytes < (64 << 10) {
             return Err(Error::invalid("segment size must be at least 64 KiB"));

@@ -1,0 +1,335 @@
+//! The command line as clap (derive) types: exactly the commands and options of SPEC §6.
+//!
+//! Values that have a type (durations, priorities, states, fsync policies) are parsed here, so a
+//! bad value is a usage error (exit 2) before anything touches the data directory. The client
+//! commands are also serde types: a running `work`/`watch`/`serve` receives them over the daemon
+//! socket and answers them with the same code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, JobState, Priority};
+use crate::options::FsyncPolicy;
+
+/// Parses a duration such as `500ms`, `5s`, `2m`, `1h`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    crate::job::parse_duration(s).map_err(|e| inner_msg(&e))
+}
+
+fn priority(s: &str) -> Result<Priority, String> {
+    s.parse::<Priority>().map_err(|e| inner_msg(&e))
+}
+
+fn state(s: &str) -> Result<JobState, String> {
+    s.parse::<JobState>().map_err(|e| inner_msg(&e))
+}
+
+fn fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse::<FsyncPolicy>().map_err(|e| inner_msg(&e))
+}
+
+fn job_id(s: &str) -> Result<JobId, String> {
+    s.parse::<JobId>().map_err(|e| inner_msg(&e))
+}
+
+fn queue_name(s: &str) -> Result<String, String> {
+    crate::job::validate_queue_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| inner_msg(&e))
+}
+
+/// The message of an error without the "invalid input: " prefix.
+pub fn inner_msg(e: &crate::Error) -> String {
+    match e {
+        crate::Error::InvalidInput(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// durq: an embedded, durable job queue that needs no server.
+#[derive(Debug, Parser)]
+#[command(name = "durq", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (created with its parents if missing).
+    #[arg(long, global = true, env = "DURQ_DATA", default_value = "./durq-data")]
+    pub data: PathBuf,
+    /// When the journal is synced to disk: always, everysec or no.
+    #[arg(long, global = true, value_parser = fsync, default_value = "everysec")]
+    pub fsync: FsyncPolicy,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enqueue a job (or, with --batch, one job per line of NDJSON on stdin); prints the ids.
+    Enqueue(EnqueueArgs),
+    /// Run jobs of one or more queues.
+    Work(WorkArgs),
+    /// Turn file-system changes under DIR into jobs.
+    Watch(WatchArgs),
+    /// Serve the HTTP API, /metrics and the dashboard (optionally with workers and watchers).
+    Serve(ServeArgs),
+    /// Show job counts per queue and state.
+    Stats(StatsArgs),
+    /// List the jobs of a queue in the order they would run.
+    Jobs(JobsArgs),
+    /// Dead letters: list, requeue or purge.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Stop reserving jobs from a queue.
+    Pause(QueueArg),
+    /// Resume a paused queue.
+    Resume(QueueArg),
+    /// Check the journal for damage; --repair salvages every intact record.
+    Check(CheckArgs),
+    /// Measure enqueue / reserve / ack throughput against a raw append + fdatasync baseline.
+    Bench(BenchArgs),
+}
+
+/// `durq enqueue`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct EnqueueArgs {
+    /// Queue name.
+    #[arg(value_parser = queue_name)]
+    pub queue: String,
+    /// Payload as JSON; `-` or nothing reads it from stdin.
+    pub payload: Option<String>,
+    /// Options of the job (defaults of every line with --batch).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub opts: JobOpts,
+    /// Read NDJSON from stdin: one payload per line (or one spec per line with --spec).
+    #[arg(long)]
+    pub batch: bool,
+    /// With --batch: each line is {"payload": …, "kind", "priority", "key", "dedup", …}.
+    #[arg(long, requires = "batch")]
+    pub spec: bool,
+}
+
+/// Options of one job.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct JobOpts {
+    /// Job kind (selects the handler).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Priority: low, normal, high, critical or 0-255.
+    #[arg(long, value_parser = priority)]
+    pub priority: Option<Priority>,
+    /// Partition key: jobs sharing it run one at a time, in order.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Dedup key: a second enqueue while it is live enqueues nothing.
+    #[arg(long)]
+    pub dedup: Option<String>,
+    /// How long the dedup key stays live (default 1h).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub dedup_ttl: Option<Duration>,
+    /// Run no earlier than this from now.
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub delay: Option<Duration>,
+    /// Retries after the first attempt.
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// First retry delay, doubling after (default 1s).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub backoff: Option<Duration>,
+}
+
+/// `durq work`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkArgs {
+    /// Queues to take jobs from.
+    #[arg(required = true, value_parser = queue_name)]
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Run each job as `sh -c CMD` with the payload on stdin (without it: print each job as a JSON line and ack it).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Lease length (extended by heartbeats while a job runs).
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
+    pub lease: Duration,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
+    pub grace: Duration,
+    /// Exit once no job of these queues is waiting, delayed or active.
+    #[arg(long)]
+    pub until_empty: bool,
+}
+
+/// `durq watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Directories to watch.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Queue the file events go to.
+    #[arg(long, value_parser = queue_name)]
+    pub queue: String,
+    /// Quiet time after the last change before a file's job is made.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "500ms")]
+    pub debounce: Duration,
+    /// Longest a busy file waits before its job is made anyway.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "5s")]
+    pub max_wait: Duration,
+    /// Glob of paths to ignore (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub ignore: Vec<String>,
+    /// One job per debounce window listing every changed file.
+    #[arg(long)]
+    pub batch: bool,
+}
+
+/// `durq serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (a non-loopback address needs --token-file).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: String,
+    /// File holding the access token (its content, trimmed).
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// Run workers on this queue (repeatable; pairs with --exec in order).
+    #[arg(long = "work", value_name = "QUEUE", value_parser = queue_name)]
+    pub work: Vec<String>,
+    /// Command for the workers of the matching --work.
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Vec<String>,
+    /// Jobs run at once per --work.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Watch this directory (repeatable; pairs with --queue in order).
+    #[arg(long = "watch", value_name = "DIR")]
+    pub watch: Vec<PathBuf>,
+    /// Queue for the matching --watch.
+    #[arg(long = "queue", value_name = "Q", value_parser = queue_name)]
+    pub queue: Vec<String>,
+    /// Lease length of the workers.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
+    pub lease: Duration,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
+    pub grace: Duration,
+}
+
+/// `durq stats`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct StatsArgs {
+    /// Only this queue.
+    #[arg(value_parser = queue_name)]
+    pub queue: Option<String>,
+}
+
+/// `durq jobs`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct JobsArgs {
+    /// Queue name.
+    #[arg(value_parser = queue_name)]
+    pub queue: String,
+    /// Only jobs in this state: waiting, active, delayed, completed or dead.
+    #[arg(long, value_parser = state)]
+    pub state: Option<JobState>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+/// A queue name argument.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct QueueArg {
+    /// Queue name.
+    #[arg(value_parser = queue_name)]
+    pub queue: String,
+}
+
+/// `durq dlq …`.
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+pub enum DlqAction {
+    /// List dead letters, most recent first.
+    List {
+        /// Queue name.
+        #[arg(value_parser = queue_name)]
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back to waiting.
+    Requeue(DlqSelect),
+    /// Delete dead letters.
+    Purge(DlqSelect),
+}
+
+/// Which dead letters.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct DlqSelect {
+    /// Queue name.
+    #[arg(value_parser = queue_name)]
+    pub queue: String,
+    /// Job ids.
+    #[arg(value_parser = job_id, required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<JobId>,
+    /// Every dead letter of the queue.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `durq check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Salvage every intact record (damaged files are kept as NAME.damaged).
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// `durq bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Operations per measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub ops: usize,
+    /// Directory for the scratch data (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// A command another process can answer for us over the daemon socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ClientCmd {
+    /// `enqueue`.
+    Enqueue(EnqueueArgs),
+    /// `stats`.
+    Stats(StatsArgs),
+    /// `jobs`.
+    Jobs(JobsArgs),
+    /// `dlq …`.
+    Dlq(DlqAction),
+    /// `pause`.
+    Pause(QueueArg),
+    /// `resume`.
+    Resume(QueueArg),
+}
+
+impl ClientCmd {
+    /// True if the command reads stdin.
+    pub fn reads_stdin(&self) -> bool {
+        match self {
+            ClientCmd::Enqueue(a) => a.batch || a.payload.as_deref().is_none_or(|p| p == "-"),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! One owner, many clients: the Unix socket `DIR/sock` through which a running `work`, `watch`
+//! or `serve` answers the short commands of other processes.
+//!
+//! Protocol: the client sends one JSON line `{"json": bool, "cmd": ClientCmd}`, then streams
+//! its stdin (if the command reads it) and half-closes. The daemon answers with JSON lines
+//! ([`Frame`]): stdout lines, stderr lines, and a final exit frame. Both sides run the same
+//! command code ([`super::client::execute`]), so the output is identical.
+//!
+//! Invariants:
+//! - The socket is created by the lock holder only, with mode 0600, after removing whatever
+//!   socket file a killed holder left behind (holding the lock proves it is stale).
+//! - A client that finds no live socket but a locked directory (a holder starting up, or
+//!   another short command) waits a few seconds for either to change before giving up.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Mutex;
+
+use crate::queue::Queue;
+
+use super::args::ClientCmd;
+use super::client::{execute, Ctx};
+use super::sink::{send, Frame, Io};
+use super::{print_error, CliError, Globals};
+
+/// How long a client or an owner waits for a busy data directory.
+const WAIT_FOR_HOLDER: Duration = Duration::from_secs(5);
+
+/// The socket of a data directory.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join("sock")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    json: bool,
+    cmd: ClientCmd,
+}
+
+/// True if a process holds the directory's lock right now.
+pub fn lock_held(data: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let Ok(f) = std::fs::File::open(data.join("lock")) else {
+        return false;
+    };
+    // SAFETY: flock on a valid, owned file descriptor; closing `f` drops our shared lock.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0
+}
+
+fn holder(data: &Path) -> u32 {
+    crate::lock::holder_pid(&data.join("lock")).unwrap_or(0)
+}
+
+/// Connects to the daemon of `data`, or says there is none (the caller opens the directory).
+pub async fn connect(data: &Path) -> Result<Option<UnixStream>, CliError> {
+    if !data.exists() {
+        return Ok(None);
+    }
+    let path = socket_path(data);
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = UnixStream::connect(&path).await {
+            return Ok(Some(s));
+        }
+        if !lock_held(data) {
+            return Ok(None);
+        }
+        if start.elapsed() > WAIT_FOR_HOLDER {
+            return Err(CliError::other(format!(
+                "data directory {} is in use by process {} which does not answer on {}; wait for it to finish or stop it",
+                data.display(),
+                holder(data),
+                path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Sends `cmd` to the daemon and relays its answer; returns the exit code.
+pub async fn run_remote(stream: UnixStream, json: bool, cmd: &ClientCmd) -> Result<u8, CliError> {
+    let (r, mut w) = stream.into_split();
+    let mut req = serde_json::to_vec(&Request {
+        json,
+        cmd: cmd.clone(),
+    })
+    .map_err(|e| CliError::other(format!("cannot encode the request: {e}")))?;
+    req.push(b'\n');
+    w.write_all(&req)
+        .await
+        .map_err(|e| CliError::other(format!("cannot talk to the running durq: {e}")))?;
+    if cmd.reads_stdin() {
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut stdin, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    } else {
+        let _ = w.shutdown().await;
+    }
+    let mut lines = BufReader::new(r).lines();
+    loop {
+        let line = lines.next_line().await.map_err(|e| {
+            CliError::other(format!("lost the connection to the running durq: {e}"))
+        })?;
+        let Some(line) = line else {
+            return Err(CliError::other(
+                "the running durq closed the connection before answering; it may have stopped",
+            ));
+        };
+        let frame: Frame = serde_json::from_str(&line).map_err(|e| {
+            CliError::other(format!("the running durq sent an unreadable answer: {e}"))
+        })?;
+        match frame {
+            Frame::Out(s) => {
+                use std::io::Write;
+                let mut o = std::io::stdout().lock();
+                writeln!(o, "{s}")
+                    .and_then(|()| o.flush())
+                    .map_err(|e| CliError::other(format!("cannot write to stdout: {e}")))?;
+            }
+            Frame::Err(s) => eprintln!("{s}"),
+            Frame::Exit { code, error } => {
+                if let Some(e) = error {
+                    print_error(&e);
+                }
+                return Ok(code);
+            }
+        }
+    }
+}
+
+/// Opens the data directory for a long-running command, waiting briefly if a short command
+/// holds it; a long-running holder makes this fail at once, naming its pid.
+pub async fn open_owner(g: &Globals, lease: Option<Duration>) -> Result<Queue, CliError> {
+    let start = Instant::now();
+    loop {
+        let mut b = Queue::builder(&g.data).fsync(g.fsync);
+        if let Some(l) = lease {
+            b = b.lease(l);
+        }
+        match b.open().await {
+            Ok(q) => return Ok(q),
+            Err(crate::Error::Locked { pid, .. }) => {
+                let served = UnixStream::connect(socket_path(&g.data)).await.is_ok();
+                if served || start.elapsed() > WAIT_FOR_HOLDER {
+                    return Err(CliError::other(format!(
+                        "data directory {} is already held by durq process {pid}; stop it or use another --data directory",
+                        g.data.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A running daemon; [`Daemon::stop`] (or drop) removes the socket.
+#[derive(Debug)]
+pub struct Daemon {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Binds `DIR/sock` (mode 0600) and answers clients with `queue`. The caller must hold the
+    /// directory's lock (it opened `queue`).
+    pub fn start(data: &Path, queue: Queue) -> Result<Daemon, CliError> {
+        let path = socket_path(data);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a stale socket"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CliError::other(format!(
+                    "cannot remove the stale socket {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            CliError::other(format!("cannot create the socket {}: {e}", path.display()))
+        })?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            CliError::other(format!(
+                "cannot restrict the socket {}: {e}",
+                path.display()
+            ))
+        })?;
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(answer(stream, queue.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "daemon socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(Daemon { path, task })
+    }
+
+    /// Stops answering and removes the socket.
+    pub fn stop(self) {}
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, queue: Queue) {
+    let (r, w) = stream.into_split();
+    let tx = Arc::new(Mutex::new(w));
+    let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    let result = match reader.read_line(&mut line).await {
+        Ok(0) => return,
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let mut io = Io::remote(Box::new(reader), tx.clone());
+                let mut ctx = Ctx::open(queue);
+                execute(&req.cmd, req.json, &mut ctx, &mut io).await
+            }
+            Err(e) => Err(CliError::usage(format!(
+                "the request is not understood by this durq ({e}); use the same durq version"
+            ))),
+        },
+        Err(e) => Err(CliError::other(format!("cannot read the request: {e}"))),
+    };
+    let frame = match result {
+        Ok(()) => Frame::Exit {
+            code: 0,
+            error: None,
+        },
+        Err(e) => Frame::Exit {
+            code: e.code,
+            error: Some(e.msg),
+        },
+    };
+    let _ = send(&tx, &frame).await;
+    let _ = tx.lock().await.shutdown().await;
+}

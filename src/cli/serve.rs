@@ -1,0 +1,176 @@
+//! `durq serve`: the HTTP API, `/metrics` and the dashboard, plus optional workers
+//! (`--work QUEUE --exec CMD`, repeatable) and watchers (`--watch DIR --queue Q`, repeatable)
+//! in one process that owns the data directory (and answers other durq commands through its
+//! socket).
+//!
+//! Order of start, so that a refused start changes nothing: validate every option, read the
+//! token, bind the TCP port, and only then open the data directory. On SIGINT/SIGTERM: stop
+//! accepting (in-flight requests get 5 s), drain the workers (`--grace`), stop the watchers,
+//! flush the queue, exit 0. The address actually bound is printed on stderr as
+//! `durq: listening on http://ADDR/`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::{auth::Auth, check_listen, router, AppState};
+use crate::metrics::Metrics;
+use crate::worker::Pool;
+
+use super::args::ServeArgs;
+use super::daemon::{open_owner, Daemon};
+use super::work::shutdown_signal;
+use super::{CliError, Globals};
+
+/// How long in-flight requests (long-polls) may run after a shutdown signal.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+fn read_token(a: &ServeArgs) -> Result<Option<String>, CliError> {
+    let Some(path) = &a.token_file else {
+        return Ok(None);
+    };
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = raw.trim().to_string();
+    if token.is_empty() {
+        return Err(CliError::usage(format!(
+            "the token file {} is empty; put a secret in it",
+            path.display()
+        )));
+    }
+    Ok(Some(token))
+}
+
+/// Runs `durq serve`.
+pub async fn run(g: &Globals, a: ServeArgs) -> Result<(), CliError> {
+    let addr: SocketAddr = a.listen.parse().map_err(|_| {
+        CliError::usage(format!(
+            "--listen `{}` is not an address; write it like 127.0.0.1:7878",
+            a.listen
+        ))
+    })?;
+    let token = read_token(&a)?;
+    check_listen(&addr, token.is_some())?;
+    if a.work.len() != a.exec.len() {
+        return Err(CliError::usage(format!(
+            "each --work QUEUE needs its --exec CMD (got {} --work and {} --exec)",
+            a.work.len(),
+            a.exec.len()
+        )));
+    }
+    if a.watch.len() != a.queue.len() {
+        return Err(CliError::usage(format!(
+            "each --watch DIR needs its --queue Q (got {} --watch and {} --queue)",
+            a.watch.len(),
+            a.queue.len()
+        )));
+    }
+    super::watch::validate_dirs(&a.watch)?;
+    let stop = shutdown_signal()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::other(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::other(format!("cannot read the listening address: {e}")))?;
+    let queue = open_owner(g, Some(a.lease)).await?;
+    let daemon = match Daemon::start(&g.data, queue.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = queue.shutdown().await;
+            return Err(e);
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let result = serve(g, &a, &queue, metrics, listener, bound, token, stop).await;
+    daemon.stop();
+    let closed = queue.shutdown().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    g: &Globals,
+    a: &ServeArgs,
+    queue: &crate::Queue,
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+    token: Option<String>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
+    let mut pools = Vec::new();
+    for (i, (q, cmd)) in a.work.iter().zip(&a.exec).enumerate() {
+        let mut b = Pool::builder(queue.clone(), vec![q.clone()])
+            .concurrency(a.concurrency as usize)
+            .lease(a.lease)
+            .grace(a.grace)
+            .shell(cmd.clone());
+        // The first pool feeds the shared metrics (it follows the queue's whole event stream;
+        // a second feeder would count every event twice).
+        if i == 0 {
+            b = b.metrics(metrics.clone());
+        }
+        match b.start().await {
+            Ok(p) => pools.push(p),
+            Err(e) => {
+                for p in pools {
+                    let _ = p.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let feeder = if pools.is_empty() {
+        metrics.attach(queue)
+    } else {
+        None
+    };
+    let watchers = super::watch::start_all(g, queue, &a.watch, &a.queue).await?;
+    let state = AppState {
+        queue: queue.clone(),
+        metrics,
+        auth: token.map(|t| Arc::new(Auth::new(t))),
+    };
+    eprintln!("durq: listening on http://{bound}/");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    stop.await;
+    tracing::info!("stopping: draining requests, workers and watchers");
+    let _ = tx.send(());
+    let mut first_err = None;
+    for p in pools {
+        if let Err(e) = p.shutdown().await {
+            first_err.get_or_insert(CliError::from(e));
+        }
+    }
+    if let Err(e) = super::watch::stop_all(watchers).await {
+        first_err.get_or_insert(e);
+    }
+    match tokio::time::timeout(HTTP_DRAIN, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            first_err.get_or_insert(CliError::other(format!("the HTTP server failed: {e}")));
+        }
+        Ok(Err(e)) => {
+            first_err.get_or_insert(CliError::other(format!("the HTTP server failed: {e}")));
+        }
+        Err(_) => tracing::warn!("requests still running after {HTTP_DRAIN:?} were cut off"),
+    }
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    first_err.map_or(Ok(()), Err)
+}

@@ -95,11 +95,14 @@ async fn enqueue_1(
     Ok((n as f64 / secs, p50(lat)))
 }
 
-async fn enqueue_many(
+/// Ops per second of `tasks` concurrent tasks doing `n` enqueues in all, each followed by a
+/// reserve + ack of that task's own queue when `cycle` is set.
+async fn drive(
     dir: &Path,
     policy: FsyncPolicy,
     n: usize,
     tasks: usize,
+    cycle: bool,
 ) -> Result<f64, CliError> {
     let q = open(dir, policy).await?;
     let start = Instant::now();
@@ -107,35 +110,19 @@ async fn enqueue_many(
     for t in 0..tasks {
         let q = q.clone();
         let share = n / tasks + usize::from(t < n % tasks);
-        set.spawn(async move {
-            for i in 0..share {
-                q.enqueue(NewJob::new("bench", payload(i))).await?;
-            }
-            Ok::<_, crate::Error>(())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.map_err(|e| CliError::other(format!("a bench task failed: {e}")))??;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    q.shutdown().await?;
-    Ok(n as f64 / secs)
-}
-
-async fn cycle(dir: &Path, policy: FsyncPolicy, n: usize, tasks: usize) -> Result<f64, CliError> {
-    let q = open(dir, policy).await?;
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for t in 0..tasks {
-        let q = q.clone();
-        let share = n / tasks + usize::from(t < n % tasks);
-        let queue = format!("cycle-{t}");
+        let queue = if cycle {
+            format!("cycle-{t}")
+        } else {
+            "bench".to_string()
+        };
         set.spawn(async move {
             for i in 0..share {
                 q.enqueue(NewJob::new(queue.clone(), payload(i))).await?;
-                let req = ReserveRequest::new([queue.clone()]);
-                if let Some(l) = q.reserve_with(req).await? {
-                    q.ack(&l).await?;
+                if cycle {
+                    let req = ReserveRequest::new([queue.clone()]);
+                    if let Some(l) = q.reserve_with(req).await? {
+                        q.ack(&l).await?;
+                    }
                 }
             }
             Ok::<_, crate::Error>(())
@@ -174,9 +161,9 @@ pub async fn run(g: &Globals, a: BenchArgs) -> Result<(), CliError> {
         let sub = |name: &str| root.join(format!("{name}-{policy}"));
         let (rate, lat) = enqueue_1(&sub("e1"), policy, n).await?;
         rows.push(row("enqueue_1", policy, n, rate, lat, raw_rate));
-        let rate = enqueue_many(&sub("e64"), policy, n, 64).await?;
+        let rate = drive(&sub("e64"), policy, n, 64, false).await?;
         rows.push(row("enqueue_64", policy, n, rate, None, raw_rate));
-        let rate = cycle(&sub("c16"), policy, n, 16).await?;
+        let rate = drive(&sub("c16"), policy, n, 16, true).await?;
         rows.push(row("cycle_16", policy, n, rate, None, raw_rate));
     }
     if let Some(s) = spinner {

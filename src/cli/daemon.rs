@@ -163,6 +163,30 @@ pub async fn open_owner(g: &Globals, lease: Option<Duration>) -> Result<Queue, C
     }
 }
 
+/// Runs a long-running command as the data directory's owner: opens it ([`open_owner`]),
+/// answers the other commands over the socket while `body` runs, then removes the socket and
+/// shuts the queue down, whatever `body` returned (its error wins over the shutdown's).
+pub async fn as_owner<F, Fut>(g: &Globals, lease: Option<Duration>, body: F) -> Result<(), CliError>
+where
+    F: FnOnce(Queue) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let queue = open_owner(g, lease).await?;
+    let daemon = match Daemon::start(&g.data, queue.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = queue.shutdown().await;
+            return Err(e);
+        }
+    };
+    let result = body(queue.clone()).await;
+    daemon.stop();
+    let closed = queue.shutdown().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
 /// A running daemon; [`Daemon::stop`] (or drop) removes the socket.
 #[derive(Debug)]
 pub struct Daemon {

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::worker::Pool;
 
 use super::args::ServeArgs;
-use super::daemon::{open_owner, Daemon};
+use super::daemon::as_owner;
 use super::work::shutdown_signal;
 use super::{CliError, Globals};
 
@@ -77,21 +77,11 @@ pub async fn run(g: &Globals, a: ServeArgs) -> Result<(), CliError> {
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::other(format!("cannot read the listening address: {e}")))?;
-    let queue = open_owner(g, Some(a.lease)).await?;
-    let daemon = match Daemon::start(&g.data, queue.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = queue.shutdown().await;
-            return Err(e);
-        }
-    };
-    let metrics = Arc::new(Metrics::new());
-    let result = serve(g, &a, &queue, metrics, listener, bound, token, stop).await;
-    daemon.stop();
-    let closed = queue.shutdown().await;
-    result?;
-    closed?;
-    Ok(())
+    as_owner(g, Some(a.lease), |queue| async move {
+        let metrics = Arc::new(Metrics::new());
+        serve(g, &a, &queue, metrics, listener, bound, token, stop).await
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

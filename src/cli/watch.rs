@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use crate::watch::{WatchConfig, Watcher};
 
 use super::args::WatchArgs;
-use super::daemon::{open_owner, Daemon};
+use super::daemon::as_owner;
 use super::work::shutdown_signal;
 use super::{CliError, Globals};
 
@@ -83,20 +83,12 @@ pub async fn run(g: &Globals, a: WatchArgs) -> Result<(), CliError> {
         return Err(CliError::usage("--debounce must be longer than zero"));
     }
     let stop = shutdown_signal()?;
-    let queue = open_owner(g, None).await?;
-    let daemon = match Daemon::start(&g.data, queue.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = queue.shutdown().await;
-            return Err(e);
-        }
-    };
-    let mut cfg = WatchConfig::new(a.dirs.clone(), a.queue.clone(), g.data.join("watch"));
-    cfg.debounce = a.debounce;
-    cfg.max_wait = a.max_wait;
-    cfg.ignore = a.ignore.clone();
-    cfg.batch = a.batch;
-    let result = async {
+    as_owner(g, None, |queue| async move {
+        let mut cfg = WatchConfig::new(a.dirs.clone(), a.queue.clone(), g.data.join("watch"));
+        cfg.debounce = a.debounce;
+        cfg.max_wait = a.max_wait;
+        cfg.ignore = a.ignore.clone();
+        cfg.batch = a.batch;
         let w = Watcher::start(queue.clone(), cfg).await?;
         eprintln!(
             "durq: watching {} directories into queue {}",
@@ -106,11 +98,6 @@ pub async fn run(g: &Globals, a: WatchArgs) -> Result<(), CliError> {
         stop.await;
         w.stop().await?;
         Ok::<_, CliError>(())
-    }
-    .await;
-    daemon.stop();
-    let closed = queue.shutdown().await;
-    result?;
-    closed?;
-    Ok(())
+    })
+    .await
 }

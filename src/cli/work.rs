@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::worker::{handler_fn, Outcome, Pool};
 
 use super::args::WorkArgs;
-use super::daemon::{open_owner, Daemon};
+use super::daemon::as_owner;
 use super::output::job_json;
 use super::{CliError, Globals};
 
@@ -37,28 +37,20 @@ pub async fn run(g: &Globals, a: WorkArgs) -> Result<(), CliError> {
         return Err(CliError::usage("--lease must be at least 100ms"));
     }
     let stop = shutdown_signal()?;
-    let queue = open_owner(g, Some(a.lease)).await?;
-    let daemon = match Daemon::start(&g.data, queue.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = queue.shutdown().await;
-            return Err(e);
-        }
-    };
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let builder = Pool::builder(queue.clone(), a.queues.clone())
-        .concurrency(a.concurrency as usize)
-        .lease(a.lease)
-        .grace(a.grace)
-        .metrics(metrics);
-    let builder = match &a.exec {
-        Some(cmd) => builder.shell(cmd.clone()),
-        None => builder.default_handler(handler_fn(|job| async move {
-            println!("{}", job_json(&job));
-            Outcome::Done
-        })),
-    };
-    let result = async {
+    as_owner(g, Some(a.lease), |queue| async move {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let builder = Pool::builder(queue.clone(), a.queues.clone())
+            .concurrency(a.concurrency as usize)
+            .lease(a.lease)
+            .grace(a.grace)
+            .metrics(metrics);
+        let builder = match &a.exec {
+            Some(cmd) => builder.shell(cmd.clone()),
+            None => builder.default_handler(handler_fn(|job| async move {
+                println!("{}", job_json(&job));
+                Outcome::Done
+            })),
+        };
         let pool = builder.start().await?;
         tracing::info!(queues = ?a.queues, concurrency = a.concurrency, "working");
         let signalled = tokio::select! {
@@ -76,11 +68,6 @@ pub async fn run(g: &Globals, a: WorkArgs) -> Result<(), CliError> {
             );
         }
         Ok::<_, CliError>(())
-    }
-    .await;
-    daemon.stop();
-    let closed = queue.shutdown().await;
-    result?;
-    closed?;
-    Ok(())
+    })
+    .await
 }

@@ -224,10 +224,10 @@ impl Store {
     ) -> Result<()> {
         let id = rec.meta.id;
         self.bump_id(id);
+        // A job's payload never changes, so neither does where it lives: an inline job never
+        // had a `p` entry to remove.
         let inline = rec.payload.len() <= INLINE_PAYLOAD;
-        if inline {
-            b.remove(&payload_key(id));
-        } else {
+        if !inline {
             b.insert(&payload_key(id), rec.payload.as_slice());
         }
         jobs.insert(

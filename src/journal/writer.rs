@@ -184,7 +184,10 @@ impl Writer {
             }),
             cv: Condvar::new(),
         });
-        let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
+        // Bounded: when the applier falls this many write groups behind, the writer waits, so
+        // a flood of writes (fsync `no`, big batches) cannot queue unapplied records without
+        // limit (they are held in memory until applied).
+        let (apply_tx, apply_rx) = crossbeam_channel::bounded(applier::MAX_BEHIND);
         let applier = {
             let store = store.clone();
             let applied = applied.clone();

@@ -479,6 +479,7 @@ async fn reopen(cfg: &Cfg, tmp: &Path) {
     // Open in a fresh process so the RSS is the open's alone.
     let out = Command::new(std::env::current_exe().unwrap())
         .env("DURQ_BENCH_REOPEN_CHILD", &dir)
+        .stderr(Stdio::inherit())
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout);

@@ -48,3 +48,37 @@ async fn enqueue_reserve_ack_reopen() {
     assert!(d3.duplicate);
     q.shutdown().await.unwrap();
 }
+
+/// `shutdown()` returns only once every thread of the store is done with the directory: the
+/// applier has applied everything written and let go of the state store, so another opener
+/// (here sled itself, which takes a file lock) gets it at once, with every job applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_go_of_the_state_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::builder(dir.path())
+        .fsync(FsyncPolicy::No)
+        .open()
+        .await
+        .unwrap();
+    for b in 0..40 {
+        let jobs = (0..2_000)
+            .map(|i| {
+                let mut p = format!("{b}-{i}-").into_bytes();
+                p.resize(1_000, b'p');
+                NewJob::new("q", p)
+            })
+            .collect();
+        q.enqueue_batch(jobs).await.unwrap();
+    }
+    q.shutdown().await.unwrap();
+    let db = sled::Config::new()
+        .path(dir.path().join("state"))
+        .open()
+        .expect("the state store is still held after shutdown");
+    let jobs = db.scan_prefix(b"j").count();
+    assert_eq!(jobs, 80_000, "every written job is applied by shutdown");
+    drop(db);
+    let q = Queue::open(dir.path()).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().totals.waiting, 80_000);
+    q.shutdown().await.unwrap();
+}

@@ -269,7 +269,10 @@ async fn bad_roots_are_invalid_input_naming_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_file_warns_then_reports_once_readable() {
     if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: root reads any file regardless of permissions");
+        // Root reads any file regardless of its mode, so run this very test again as `nobody`:
+        // a copy of the test binary in a fresh world-readable directory (the checkout may sit
+        // under a directory `nobody` cannot enter), with its uid and gid set before exec.
+        rerun_as_nobody("unreadable_file_warns_then_reports_once_readable");
         return;
     }
     let mut h = H::new(|_| {}).await;
@@ -448,4 +451,32 @@ async fn future_mtimes_are_not_held_back() {
     assert_eq!(kinds(&evs), kp(&[("created", "x/f")]), "{evs:#?}");
     assert_eq!(evs[0]["stable"], true);
     h.stop().await;
+}
+
+/// Runs the test `name` of this binary as uid/gid 65534 and asserts that it passed.
+fn rerun_as_nobody(name: &str) {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::Builder::new()
+        .prefix("durq-nobody")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("watch_e2e");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("TMPDIR", "/tmp")
+        .env("HOME", "/tmp")
+        .current_dir("/tmp")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the test as nobody failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

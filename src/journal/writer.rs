@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,9 @@ pub struct Writer {
     store: Store,
     apply_tx: Option<Sender<ApplyMsg>>,
     applier: Option<std::thread::JoinHandle<()>>,
+    /// The running rewrite, if any, and its cancel flag: stop cancels and joins it, so no
+    /// thread of this writer touches the directory once the lock is released.
+    rewrite: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
     on_failure: OnFailure,
     self_tx: Sender<Msg>,
 }
@@ -239,6 +242,7 @@ impl Writer {
             store,
             apply_tx: Some(apply_tx),
             applier: Some(applier),
+            rewrite: None,
             on_failure,
             self_tx,
         })
@@ -277,6 +281,7 @@ impl Writer {
             }
         }
         self.stop_syncer();
+        let _ = self.stop_threads();
     }
 
     fn handle_other(&mut self, msg: Msg) -> bool {
@@ -292,11 +297,26 @@ impl Writer {
             Msg::Stop(reply) => {
                 let r = self.sync_now();
                 self.stop_syncer();
+                let r = r.and(self.stop_threads());
                 reply(r);
                 return true;
             }
         }
         false
+    }
+
+    /// Cancels a running rewrite, lets the applier apply everything written, joins both and
+    /// flushes the state store: after this, no thread of this writer uses the directory.
+    fn stop_threads(&mut self) -> Result<()> {
+        if let Some((h, cancel)) = self.rewrite.take() {
+            cancel.store(true, Ordering::Release);
+            let _ = h.join();
+        }
+        self.apply_tx = None;
+        if let Some(h) = self.applier.take() {
+            let _ = h.join();
+        }
+        self.store.flush()
     }
 
     fn poisoned(&self) -> Option<String> {
@@ -552,14 +572,23 @@ impl Writer {
             base = number,
             "journal rewrite started"
         );
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let spawned = std::thread::Builder::new()
             .name("durq-rewrite".into())
             .spawn(move || {
-                let (result, bytes) =
-                    match write_base(&dir, &state_dir, number, seq, &store, faults.as_deref()) {
-                        Ok(b) => (Ok(()), b),
-                        Err(e) => (Err(e), 0),
-                    };
+                let (result, bytes) = match write_base(
+                    &dir,
+                    &state_dir,
+                    number,
+                    seq,
+                    &store,
+                    faults.as_deref(),
+                    &cancelled,
+                ) {
+                    Ok(b) => (Ok(()), b),
+                    Err(e) => (Err(e), 0),
+                };
                 let _ = tx.send(Msg::BaseReady {
                     number,
                     seq,
@@ -567,8 +596,13 @@ impl Writer {
                     result,
                 });
             });
-        if spawned.is_err() {
-            self.rewriting = false;
+        match spawned {
+            Ok(h) => {
+                if let Some((old, _)) = self.rewrite.replace((h, cancel)) {
+                    let _ = old.join();
+                }
+            }
+            Err(_) => self.rewriting = false,
         }
     }
 
@@ -651,6 +685,7 @@ fn write_base(
     seq: u64,
     store: &Store,
     faults: Option<&dyn Faults>,
+    cancel: &AtomicBool,
 ) -> Result<u64> {
     use std::io::Write;
     let path = dir.join(base_name(number));
@@ -669,6 +704,9 @@ fn write_base(
             .map_err(io)?;
     }
     store.snapshot(|op| {
+        if cancel.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         rec_seq += 1;
         buf.clear();
         encode_record(&mut buf, number, rec_seq, &op.encode()?);

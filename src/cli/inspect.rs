@@ -61,20 +61,24 @@ pub async fn dlq(a: &DlqAction, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resul
             print_jobs(&jobs, json, io).await
         }
         DlqAction::Requeue(s) => {
+            let bar = (!io.is_remote()).then(|| super::check::spinner("requeueing dead letters"));
             let n = ctx
                 .queue()
                 .await?
                 .requeue_dead(&s.queue, selection(s))
-                .await?;
-            counted(io, json, "requeued", n, &s.queue, s).await
+                .await;
+            if let Some(Some(b)) = bar {
+                b.finish_and_clear();
+            }
+            counted(io, json, "requeued", n?, &s.queue, s).await
         }
         DlqAction::Purge(s) => {
-            let n = ctx
-                .queue()
-                .await?
-                .purge_dead(&s.queue, selection(s))
-                .await?;
-            counted(io, json, "purged", n, &s.queue, s).await
+            let bar = (!io.is_remote()).then(|| super::check::spinner("purging dead letters"));
+            let n = ctx.queue().await?.purge_dead(&s.queue, selection(s)).await;
+            if let Some(Some(b)) = bar {
+                b.finish_and_clear();
+            }
+            counted(io, json, "purged", n?, &s.queue, s).await
         }
     }
 }

@@ -5,10 +5,13 @@
 //!   change re-reported after a crash is dropped while A→B→A (and A→B→A→B) all report.
 //! - A batch closes when the watcher has been quiet for the debounce window, at the max wait
 //!   counted from its first change, or at the size cap; each change goes into exactly one batch.
+//! - The open batch survives a crash: its changes are stored with the records that report them
+//!   (one atomic write) and dropped from there once their `batch_process` job is enqueued; that
+//!   job's dedup key is made of its changes' keys, so a batch re-sent after a crash is dropped.
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::job::NewJob;
 
@@ -16,7 +19,7 @@ use crate::job::NewJob;
 pub const DEDUP_TTL: Duration = Duration::from_secs(3600);
 
 /// What happened to a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A new file.
@@ -30,7 +33,7 @@ pub enum Kind {
 }
 
 /// The payload of a `file_event` job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEvent {
     /// Path relative to the root.
     pub path: String,
@@ -169,7 +172,21 @@ impl Batcher {
     }
 }
 
-/// The `batch_process` job of a closed batch.
+/// The `batch_process` job of a closed batch, deduplicated by the keys of its changes.
 pub fn batch_job(queue: &str, changes: &[FileEvent]) -> crate::Result<NewJob> {
-    Ok(NewJob::json(queue, &Batch { changes })?.kind("batch_process"))
+    use sha2::Digest;
+    let mut keys: Vec<String> = changes.iter().map(FileEvent::dedup_key).collect();
+    keys.sort();
+    let mut h = sha2::Sha256::new();
+    for k in &keys {
+        h.update(k.as_bytes());
+        h.update([0u8]);
+    }
+    let key = format!(
+        "watch-batch:{}",
+        crate::watch::hash::hex(&h.finalize().into())
+    );
+    Ok(NewJob::json(queue, &Batch { changes })?
+        .kind("batch_process")
+        .dedup(key, DEDUP_TTL))
 }

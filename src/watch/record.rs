@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::watch::hash::Sha;
+use crate::watch::job::FileEvent;
 
 /// How close (ns) an mtime may be to the time its record was taken before it is not trusted.
 pub const RACY_NS: i128 = 2_000_000_000;
@@ -79,9 +80,27 @@ pub fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
+/// Key prefix of the stored open batch (paths are absolute, so no record key starts with NUL).
+const PENDING: &[u8] = b"\0pending\0";
+
+fn pending_key(ev: &FileEvent) -> Vec<u8> {
+    let mut k = PENDING.to_vec();
+    k.extend_from_slice(ev.dedup_key().as_bytes());
+    k
+}
+
+/// A change of the open batch as stored.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    ev: FileEvent,
+    gen: u64,
+}
+
 /// Records in memory, backed by a sled tree.
 pub struct Records {
     db: sled::Db,
+    /// Changes of the open batch restored at open (batch mode), not yet in a batch job.
+    restored: Vec<FileEvent>,
     map: BTreeMap<PathBuf, Record>,
     /// (device, inode) → path, to pair a rename whose two ends settle apart.
     by_inode: HashMap<(u64, u64), PathBuf>,
@@ -135,7 +154,26 @@ impl Records {
             .iter()
             .map(|(p, r)| ((r.meta.dev, r.meta.ino), p.clone()))
             .collect();
-        Ok(Records { db, map, by_inode })
+        let mut restored = Vec::new();
+        let roots_s: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        for kv in db.scan_prefix(PENDING) {
+            let (_, v) = kv.map_err(|e| db_err(&path, e))?;
+            match serde_json::from_slice::<Pending>(&v) {
+                Ok(p) if roots_s.contains(&p.ev.root) => {
+                    let mut ev = p.ev;
+                    ev.gen = p.gen;
+                    restored.push(ev);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("dropping an unreadable pending batch change: {e}"),
+            }
+        }
+        Ok(Records {
+            db,
+            restored,
+            map,
+            by_inode,
+        })
     }
 
     /// The recorded path with this device and inode.
@@ -176,12 +214,42 @@ impl Records {
         self.map.is_empty()
     }
 
-    /// Applies puts (`Some`) and removals (`None`) in memory and in one sled batch, then flushes.
-    pub async fn apply(&mut self, changes: Vec<(PathBuf, Option<Record>)>) -> Result<()> {
-        if changes.is_empty() {
+    /// The open batch's changes found at open (batch mode), once.
+    pub fn take_restored(&mut self) -> Vec<FileEvent> {
+        std::mem::take(&mut self.restored)
+    }
+
+    /// Drops changes from the stored open batch: their `batch_process` job is enqueued.
+    pub async fn batched(&mut self, changes: &[FileEvent]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for c in changes {
+            batch.remove(pending_key(c));
+        }
+        let here = PathBuf::from("watch records");
+        self.db.apply_batch(batch).map_err(|e| db_err(&here, e))?;
+        self.db.flush_async().await.map_err(|e| db_err(&here, e))?;
+        Ok(())
+    }
+
+    /// Applies puts (`Some`) and removals (`None`) in memory and in one sled batch, together
+    /// with `open_batch` (changes joining the open batch, batch mode), then flushes.
+    pub async fn apply(
+        &mut self,
+        changes: Vec<(PathBuf, Option<Record>)>,
+        open_batch: &[FileEvent],
+    ) -> Result<()> {
+        if changes.is_empty() && open_batch.is_empty() {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        for ev in open_batch {
+            let v = serde_json::to_vec(&Pending {
+                ev: ev.clone(),
+                gen: ev.gen,
+            })
+            .map_err(|e| Error::Backend(format!("encoding a pending batch change: {e}")))?;
+            batch.insert(pending_key(ev), v);
+        }
         for (p, r) in changes {
             let k = p.as_os_str().as_bytes().to_vec();
             match r {

@@ -135,8 +135,15 @@ pub async fn start(queue: Queue, cfg: WatchConfig, counters: Arc<Counters>) -> R
         holding: true,
         live: false,
         big: big.clone(),
+        batching: cfg.batch,
         back: held_tx.clone(),
     };
+    // Changes of a batch left open by a crash: they open the first batch again (without batch
+    // mode they are dropped: each has its `file_event` job already).
+    let restored = settler.records.take_restored();
+    if !cfg.batch && !restored.is_empty() {
+        settler.records.batched(&restored).await?;
+    }
     let now = Instant::now();
     let scan = settler
         .settle(
@@ -154,7 +161,9 @@ pub async fn start(queue: Queue, cfg: WatchConfig, counters: Arc<Counters>) -> R
         .batch
         .then(|| Batcher::new(cfg.debounce, cfg.max_wait, cfg.batch_max));
     if let Some(b) = batcher.as_mut() {
-        for closed in b.add(&scan.changes, now.into_std()) {
+        let mut changes = restored;
+        changes.extend(scan.changes.iter().cloned());
+        for closed in b.add(&changes, now.into_std()) {
             settler.enqueue_batch_job(&closed).await?;
         }
     }

@@ -57,6 +57,8 @@ pub struct Settler {
     /// in the background and files changed within the debounce window are held.
     pub(crate) live: bool,
     pub(crate) big: Arc<BigHashes>,
+    /// Batch mode: the changes reported also join the stored open batch.
+    pub(crate) batching: bool,
     /// Paths to settle again (held, or big hashes done), back to the loop.
     pub(crate) back: tokio::sync::mpsc::UnboundedSender<Item>,
 }
@@ -328,7 +330,8 @@ impl Settler {
         }
         // 4. Enqueue, then record.
         self.enqueue(&out.changes).await?;
-        self.records.apply(updates).await?;
+        let open_batch: &[FileEvent] = if self.batching { &out.changes } else { &[] };
+        self.records.apply(updates, open_batch).await?;
         self.counters.add_settled(out.changes.len() as u64);
         Ok(out)
     }
@@ -356,10 +359,12 @@ impl Settler {
     }
 
     /// Enqueues one `batch_process` job.
-    pub async fn enqueue_batch_job(&self, changes: &[FileEvent]) -> Result<()> {
+    /// Enqueues one `batch_process` job, then drops its changes from the stored open batch.
+    pub async fn enqueue_batch_job(&mut self, changes: &[FileEvent]) -> Result<()> {
         let job = crate::watch::job::batch_job(&self.queue_name, changes)?;
-        self.queue.enqueue(job).await?;
-        self.counters.add_enqueued(1);
-        Ok(())
+        if !self.queue.enqueue(job).await?.duplicate {
+            self.counters.add_enqueued(1);
+        }
+        self.records.batched(changes).await
     }
 }

@@ -218,11 +218,19 @@ fn metrics_and_worker_pool_in_serve() {
             "w",
             "--exec",
             "cat >/dev/null; [ \"$DURQ_KIND\" != bad ]",
+            "--work",
+            "v",
+            "--exec",
+            "cat >/dev/null",
         ],
     );
+    ok(&run(d, &["enqueue", "v", "{}"]));
     wait_for("jobs to finish", std::time::Duration::from_secs(20), || {
         let st = http(&s.addr, "GET", "/v1/stats", &[], None).json();
-        (st["queues"]["w"]["completed"] == 1 && st["queues"]["w"]["dead"] == 1).then_some(())
+        (st["queues"]["w"]["completed"] == 1
+            && st["queues"]["w"]["dead"] == 1
+            && st["queues"]["v"]["completed"] == 1)
+            .then_some(())
     });
     let r = http(&s.addr, "GET", "/metrics", &[], None);
     assert_eq!(r.status, 200);
@@ -235,6 +243,15 @@ fn metrics_and_worker_pool_in_serve() {
         r.text()
     );
     assert_eq!(m.get(r#"durq_jobs{queue="w",state="dead"}"#), Some(&1.0));
+    // Two pools of 5: both report their workers; events are counted once, not per pool.
+    let workers = m[r#"durq_workers{state="busy"}"#] + m[r#"durq_workers{state="idle"}"#];
+    assert_eq!(workers, 10.0, "{}", r.text());
+    assert_eq!(
+        m.get(r#"durq_jobs_completed_total{queue="v",kind="default"}"#),
+        Some(&1.0),
+        "{}",
+        r.text()
+    );
     assert!(
         m.keys()
             .any(|k| k.starts_with("durq_") && k.contains("completed")),

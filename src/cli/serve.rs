@@ -96,17 +96,15 @@ async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), CliError> {
     let mut pools = Vec::new();
-    for (i, (q, cmd)) in a.work.iter().zip(&a.exec).enumerate() {
-        let mut b = Pool::builder(queue.clone(), vec![q.clone()])
+    for (q, cmd) in a.work.iter().zip(&a.exec) {
+        // Every pool reports its workers to the shared metrics; only the first one to start
+        // follows the queue's event stream (`Metrics::attach` attaches once).
+        let b = Pool::builder(queue.clone(), vec![q.clone()])
             .concurrency(a.concurrency as usize)
             .lease(a.lease)
             .grace(a.grace)
-            .shell(cmd.clone());
-        // The first pool feeds the shared metrics (it follows the queue's whole event stream;
-        // a second feeder would count every event twice).
-        if i == 0 {
-            b = b.metrics(metrics.clone());
-        }
+            .shell(cmd.clone())
+            .metrics(metrics.clone());
         match b.start().await {
             Ok(p) => pools.push(p),
             Err(e) => {

@@ -315,8 +315,7 @@ async fn delivery_under_failures_panics_poison_and_sigkill() {
                 dup_by_kill += 1;
                 let id = durq::JobId(f[1].parse().unwrap());
                 if !killed_jobs.contains(&id) {
-                    // The kill also lost the reserve record (written after the hand-out), so
-                    // the store never saw this run: the attempt is not in its history.
+                    // The store never saw this run: its attempt is not in the history.
                     dup_unrecorded += 1;
                 }
             }
@@ -339,4 +338,7 @@ async fn delivery_under_failures_panics_poison_and_sigkill() {
         duplicates, dup_by_kill,
         "every duplicate run comes from a killed lease"
     );
+    // A lease is handed out only once its reserve record is written, so a SIGKILL never loses
+    // the attempt of a job that started running.
+    assert_eq!(dup_unrecorded, 0, "runs whose attempt the kill erased");
 }

@@ -99,6 +99,7 @@ pub struct Engine {
     last_id: u64,
     staged: Vec<Staged>,
     replies: Vec<Reply>,
+    written: Vec<Reply>,
     resync: bool,
     pending: HashMap<JobId, Pending>,
     pending_order: VecDeque<(u64, JobId)>,
@@ -135,6 +136,7 @@ impl Engine {
             last_id: 0,
             staged: Vec::new(),
             replies: Vec::new(),
+            written: Vec::new(),
             resync: false,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
@@ -329,21 +331,33 @@ impl Engine {
 
     /// Sends staged records (and their replies) to the writer.
     fn flush(&mut self) {
-        if self.staged.is_empty() && self.replies.is_empty() && !self.resync {
+        if self.staged.is_empty()
+            && self.replies.is_empty()
+            && self.written.is_empty()
+            && !self.resync
+        {
             return;
         }
         let batch = Batch {
             records: std::mem::take(&mut self.staged),
             replies: std::mem::take(&mut self.replies),
+            written: std::mem::take(&mut self.written),
             resync: std::mem::take(&mut self.resync),
         };
         if let Err(crossbeam_channel::SendError(writer::Msg::Batch(b))) =
             self.writer.send(writer::Msg::Batch(batch))
         {
-            for r in b.replies {
+            for r in b.written.into_iter().chain(b.replies) {
                 r(Err(Error::Closed));
             }
         }
+    }
+
+    /// Registers a reply to send once the staged records are written (not yet synced).
+    fn on_written<T: Send + 'static>(&mut self, reply: oneshot::Sender<Result<T>>, value: T) {
+        self.written.push(Box::new(move |r: Result<()>| {
+            let _ = reply.send(r.map(|_| value));
+        }));
     }
 
     /// Registers a reply to send once the staged records are durable.
@@ -362,7 +376,10 @@ impl Engine {
             last_seq,
             "journal append failed; reloading state from the store"
         );
-        for r in std::mem::take(&mut self.replies) {
+        let unanswered = std::mem::take(&mut self.written)
+            .into_iter()
+            .chain(std::mem::take(&mut self.replies));
+        for r in unanswered {
             r(Err(Error::io(
                 "journal append failed",
                 std::io::Error::other("an earlier append failed; this operation was not written"),

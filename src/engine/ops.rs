@@ -191,12 +191,15 @@ impl Engine {
         }
     }
 
-    /// Sends a lease; if the caller is gone, gives the job back.
+    /// Sends a lease once its reserve record is written (so a process killed after a worker got
+    /// the job still counts that attempt); if the caller is already gone, gives the job back.
+    /// (A caller that leaves during the write loses the lease to its expiry.)
     pub(super) fn hand_out(&mut self, lease: Lease, reply: oneshot::Sender<Result<Option<Lease>>>) {
-        let (id, token) = (lease.job.id, lease.token);
-        if reply.send(Ok(Some(lease))).is_err() {
-            let _ = self.release_inner(id, token);
+        if reply.is_closed() {
+            let _ = self.release_inner(lease.job.id, lease.token);
+            return;
         }
+        self.on_written(reply, Some(lease));
     }
 
     /// Takes the best ready job for `req`, if any.

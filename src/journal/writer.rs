@@ -55,6 +55,9 @@ pub struct Batch {
     pub records: Vec<Staged>,
     /// Callers to answer once the records are durable.
     pub replies: Vec<Reply>,
+    /// Callers to answer once the records are written (before any fsync): what must survive the
+    /// process being killed but needs no sync (a reserve: its attempt is counted).
+    pub written: Vec<Reply>,
     /// Set on the first batch after the engine reloaded its state following a failed write.
     pub resync: bool,
 }
@@ -336,6 +339,7 @@ impl Writer {
         let mut ok: Vec<Batch> = Vec::with_capacity(batches.len());
         for b in batches {
             if let Some(p) = self.poisoned() {
+                answer(b.written, Err(Error::Poisoned(p.clone())));
                 answer(b.replies, Err(Error::Poisoned(p)));
                 continue;
             }
@@ -343,15 +347,16 @@ impl Writer {
                 self.failed = false;
             }
             if self.failed {
-                answer(
-                    b.replies,
+                let refused = || {
                     Err(Error::io(
                         format!("append to {} refused", self.path.display()),
                         std::io::Error::other(
                             "an earlier append failed and the queue is reloading its state; try again",
                         ),
-                    )),
-                );
+                    ))
+                };
+                answer(b.written, refused());
+                answer(b.replies, refused());
                 continue;
             }
             ok.push(b);
@@ -376,9 +381,13 @@ impl Writer {
                 // is answered from state that includes the records that were not written.
                 (self.on_failure)(self.last_seq);
                 for b in ok {
+                    answer(b.written, Err(e.duplicate()));
                     answer(b.replies, Err(e.duplicate()));
                 }
                 return;
+            }
+            for b in &mut ok {
+                answer(std::mem::take(&mut b.written), Ok(()));
             }
             if self.cfg.policy == FsyncPolicy::Always {
                 if let Err(e) = self.fdatasync() {
@@ -397,6 +406,7 @@ impl Writer {
         // Durable per policy: answer, then apply to the state store.
         let mut records = Vec::new();
         for b in ok {
+            answer(b.written, Ok(()));
             answer(b.replies, Ok(()));
             records.extend(b.records);
         }

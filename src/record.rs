@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::job::{AttemptError, Job, JobId, JobState, Priority, RetryPolicy, Timestamp};
+use crate::journal::format::MAX_RECORD;
 
 /// A job's metadata: everything but the payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,24 +184,58 @@ fn decode_limited<const LIMIT: usize>(body: &[u8]) -> std::result::Result<(Op, u
         .map_err(|e| e.to_string())
 }
 
+/// How many bytes bincode may claim per encoded byte. bincode's limit counts what decoding
+/// *claims*, not what it reads: every integer claims its in-memory size (a `u64` varint of one
+/// byte claims 8), an enum tag claims 4, a length prefix 8, a string or byte buffer its length.
+/// No value claims more than 8 bytes per byte it occupies, so a limit of 8 × the body length
+/// (plus slack for the smallest bodies) admits every body the writer produces, while a damaged
+/// length prefix can still make us allocate at most 8 × the record's size.
+pub const CLAIM_PER_BYTE: usize = 8;
+
 impl Op {
-    /// Encodes the op.
+    /// Encodes the op. A body over [`MAX_RECORD`] is refused with [`Error::InvalidInput`] before
+    /// anything is written; every body this returns decodes again (a property test covers the
+    /// whole range, and debug builds check each one).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        bincode::serde::encode_to_vec(self, config())
-            .map_err(|e| Error::Backend(format!("cannot encode journal record: {e}")))
+        let bytes = bincode::serde::encode_to_vec(self, config())
+            .map_err(|e| Error::Backend(format!("cannot encode journal record: {e}")))?;
+        if bytes.len() > MAX_RECORD as usize {
+            return Err(Error::invalid(format!(
+                "one journal record would be {} bytes, over the {} MiB a record may hold; \
+                 enqueue fewer or smaller jobs at once",
+                bytes.len(),
+                MAX_RECORD >> 20
+            )));
+        }
+        #[cfg(debug_assertions)]
+        if let Err(e) = Op::decode_unchecked(&bytes) {
+            panic!("a record the writer produced does not decode: {e}");
+        }
+        Ok(bytes)
     }
 
-    /// Decodes an op; the whole body must be consumed.
+    /// Decodes an op; the whole body must be consumed and in canonical form.
     pub fn decode(body: &[u8]) -> std::result::Result<Op, String> {
-        // bincode allocates a string's or byte buffer's claimed length before reading it. A valid
-        // body never claims more bytes than it holds, so a limit in the size class just above
-        // the body's length bounds what a damaged one can make us allocate.
-        let (op, used) = match body.len() {
-            n if n <= 4 << 10 => decode_limited::<{ 4 << 10 }>(body),
+        let op = Op::decode_unchecked(body)?;
+        // One spelling per record: bincode also accepts over-long varints, which the writer
+        // never produces; a body that does not re-encode to itself is damage.
+        match bincode::serde::encode_to_vec(&op, config()) {
+            Ok(again) if again == body => Ok(op),
+            _ => Err("the record body is not in canonical form".to_string()),
+        }
+    }
+
+    /// Decodes an op with the allocation bound of [`CLAIM_PER_BYTE`]; the whole body must be
+    /// consumed.
+    fn decode_unchecked(body: &[u8]) -> std::result::Result<Op, String> {
+        // The limit is a const generic: pick the size class just above 8 × the body's length.
+        let claim = body.len().saturating_mul(CLAIM_PER_BYTE).saturating_add(64);
+        let (op, used) = match claim {
             n if n <= 64 << 10 => decode_limited::<{ 64 << 10 }>(body),
             n if n <= 1 << 20 => decode_limited::<{ 1 << 20 }>(body),
             n if n <= 16 << 20 => decode_limited::<{ 16 << 20 }>(body),
-            _ => decode_limited::<{ 256 << 20 }>(body),
+            n if n <= 256 << 20 => decode_limited::<{ 256 << 20 }>(body),
+            _ => decode_limited::<{ (MAX_RECORD as usize) * CLAIM_PER_BYTE + 64 }>(body),
         }?;
         if used != body.len() {
             return Err(format!(
@@ -208,11 +243,6 @@ impl Op {
                 body.len() - used
             ));
         }
-        // One spelling per record: bincode also accepts over-long varints, which the writer
-        // never produces; a body that does not re-encode to itself is damage.
-        match op.encode() {
-            Ok(again) if again == body => Ok(op),
-            _ => Err("the record body is not in canonical form".to_string()),
-        }
+        Ok(op)
     }
 }

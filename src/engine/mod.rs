@@ -248,6 +248,12 @@ impl Engine {
     /// Stages one record and remembers the jobs it touches for reads until sled has it.
     fn stage(&mut self, op: Op) -> Result<u64> {
         let bytes = op.encode()?;
+        Ok(self.stage_encoded(op, bytes))
+    }
+
+    /// Stages a record already encoded by [`Op::encode`] (which is where a record that could
+    /// not be written is refused, before anything changes).
+    fn stage_encoded(&mut self, op: Op, bytes: Vec<u8>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         match &op {
@@ -274,7 +280,7 @@ impl Engine {
             _ => {}
         }
         self.staged.push(Staged { seq, op, bytes });
-        Ok(seq)
+        seq
     }
 
     fn remember(

@@ -136,8 +136,14 @@ impl Engine {
         if recs.is_empty() {
             return Ok((out, false));
         }
-        // Index the jobs, then stage the one atomic record.
-        for r in &recs {
+        // Encode first (a record that could not be written is refused with nothing changed),
+        // then index the jobs and stage the one atomic record.
+        let op = Op::Enqueue { jobs: recs };
+        let bytes = op.encode()?;
+        let Op::Enqueue { jobs: recs } = &op else {
+            unreachable!("built as an enqueue just above")
+        };
+        for r in recs {
             let slot = self.mem.slot_of(&r.meta);
             let q = slot.queue;
             if let (Some(dk), Some(exp)) = (&r.meta.dedup, r.dedup_expires) {
@@ -151,7 +157,7 @@ impl Engine {
                 kind: r.meta.kind.clone(),
             });
         }
-        self.stage(Op::Enqueue { jobs: recs })?;
+        self.stage_encoded(op, bytes);
         Ok((out, true))
     }
 

@@ -81,6 +81,16 @@ pub enum Error {
     #[error("the queue is shut down; open it again to continue")]
     Closed,
 
+    /// The disk holding the data directory is full (ENOSPC, EFBIG or EDQUOT). Nothing of this
+    /// call was acknowledged; reads keep working, and writes work again once space returns.
+    #[error("the disk holding data directory {dir} is full ({detail}); nothing of this call was stored; free some space and retry (writes resume by themselves)")]
+    DiskFull {
+        /// The data directory.
+        dir: PathBuf,
+        /// What durq was doing and the OS error.
+        detail: String,
+    },
+
     /// A backend (such as Redis) failed.
     #[error("backend error: {0}")]
     Backend(String),
@@ -98,6 +108,15 @@ impl Error {
     /// Builds an [`Error::InvalidInput`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
+    }
+
+    /// True when an I/O error means the disk is out of space (or over a quota or file-size
+    /// limit): the condition [`Error::DiskFull`] reports.
+    pub fn is_disk_full_io(e: &std::io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::EDQUOT)
+        ) || e.kind() == std::io::ErrorKind::StorageFull
     }
 
     /// True for errors caused by the caller's input (exit code 2 in the CLI, HTTP 400).
@@ -140,6 +159,10 @@ impl Error {
             Error::LeaseLost { id } => Error::LeaseLost { id: id.clone() },
             Error::NotFound { id } => Error::NotFound { id: id.clone() },
             Error::Closed => Error::Closed,
+            Error::DiskFull { dir, detail } => Error::DiskFull {
+                dir: dir.clone(),
+                detail: detail.clone(),
+            },
             Error::Backend(m) => Error::Backend(m.clone()),
         }
     }

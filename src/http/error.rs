@@ -43,6 +43,7 @@ impl From<crate::Error> for ApiError {
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::LeaseLost { .. } => StatusCode::CONFLICT,
             E::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

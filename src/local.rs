@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -22,6 +22,8 @@ use crate::job::{
     Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
     Timestamp,
 };
+use crate::journal::fsutil::{create_dir_durable, fsync_dir};
+use crate::journal::manifest::Manifest;
 use crate::journal::{recovery, writer};
 use crate::lock::DirLock;
 use crate::options::Options;
@@ -49,62 +51,103 @@ impl std::fmt::Debug for Local {
     }
 }
 
-fn open_store(state_dir: &Path, cache: u64) -> Result<Store> {
+/// Opens the state store, rebuilding it from scratch when it does not open. Returns why it was
+/// rebuilt, when it was.
+fn open_store(state_dir: &Path, cache: u64) -> Result<(Store, Option<String>)> {
     match Store::open(state_dir, cache) {
-        Ok(s) => Ok(s),
+        Ok(s) => Ok((s, None)),
         Err(e) => {
             tracing::warn!(dir = %state_dir.display(), error = %e, "state store does not open; rebuilding it from the journal");
             std::fs::remove_dir_all(state_dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", state_dir.display()), e))?;
-            Store::open(state_dir, cache)
+            let s = Store::open(state_dir, cache)?;
+            Ok((s, Some(format!("the state store refuses to open ({e})"))))
         }
     }
 }
 
+/// Calls the test hook at a named step of the open path.
+fn step(opts: &Options, name: &str) {
+    if let Some(f) = &opts.faults {
+        f.on_step(name);
+    }
+}
+
+/// Opens the state store and brings it up to date with the verified, settled journal. When it
+/// has to be rebuilt (missing, damaged, refuses to open, behind or ahead of the journal, fails
+/// during replay), one warning says why, how many records were replayed and how long it took.
+fn recover_state(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<(Store, u64)> {
+    let jdir = dir.join(JOURNAL_DIR);
+    let sdir = dir.join(STATE_DIR);
+    let started = Instant::now();
+    let existed = sdir.exists();
+    let (mut store, mut why) = open_store(&sdir, opts.cache_bytes)?;
+    if !existed || why.is_some() {
+        // state/ was created: make its entry in DIR durable.
+        fsync_dir(dir)?;
+        step(opts, "open:state-created");
+    }
+    let rec = match recovery::replay(&jdir, manifest, &store) {
+        Ok(r) => r,
+        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+        Err(e) => {
+            // The state store itself failed: rebuild it from scratch.
+            tracing::warn!(error = %e, "state store failed during replay; rebuilding it from the journal");
+            why = Some(format!("the state store failed during replay ({e})"));
+            drop(store);
+            std::fs::remove_dir_all(&sdir)
+                .map_err(|e| Error::io(format!("cannot remove {}", sdir.display()), e))?;
+            store = open_store(&sdir, opts.cache_bytes)?.0;
+            fsync_dir(dir)?;
+            recovery::replay(&jdir, manifest, &store)?
+        }
+    };
+    if why.is_none() && !existed && (rec.rebuilt || rec.replayed > 0) {
+        why = Some("the state store (state/) was missing".into());
+    }
+    match why.or(rec.rebuild_reason) {
+        Some(reason) => tracing::warn!(
+            dir = %sdir.display(),
+            %reason,
+            records = rec.replayed,
+            secs = format_args!("{:.3}", started.elapsed().as_secs_f64()),
+            "rebuilt the state store from the journal"
+        ),
+        None if rec.replayed > 0 => tracing::info!(
+            replayed = rec.replayed,
+            last_seq = rec.last_seq,
+            "journal recovered"
+        ),
+        None => {}
+    }
+    Ok((store, rec.last_seq))
+}
+
 impl Local {
     /// Opens (creating) the data directory. Blocking: call from a blocking context.
+    ///
+    /// The journal is verified whole before anything in the directory changes (the lock file
+    /// aside), so an open that refuses leaves the directory byte-identical; see
+    /// [`recovery`](crate::journal::recovery).
     pub fn open(dir: &Path, opts: Options) -> Result<Local> {
         opts.validate()?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create data directory {}", dir.display()), e))?;
+        if create_dir_durable(dir)? {
+            step(&opts, "open:dir-created");
+        }
         let lock = DirLock::acquire(dir)?;
         let jdir = dir.join(JOURNAL_DIR);
-        let sdir = dir.join(STATE_DIR);
-        let manifest = recovery::prepare(&jdir)?;
-        let store = open_store(&sdir, opts.cache_bytes)?;
-        let rec = match recovery::replay(&jdir, &manifest, &store) {
-            Ok(r) => r,
-            Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
-            Err(e) => {
-                // The state store itself failed: rebuild it from scratch.
-                tracing::warn!(error = %e, "state store failed during replay; rebuilding it from the journal");
-                drop(store);
-                std::fs::remove_dir_all(&sdir)
-                    .map_err(|e| Error::io(format!("cannot remove {}", sdir.display()), e))?;
-                let store = open_store(&sdir, opts.cache_bytes)?;
-                let r = recovery::replay(&jdir, &manifest, &store)?;
-                return Local::start(dir, opts, lock, manifest, store, r.last_seq);
-            }
-        };
-        if rec.rebuilt || rec.replayed > 0 {
-            tracing::info!(
-                replayed = rec.replayed,
-                rebuilt = rec.rebuilt,
-                last_seq = rec.last_seq,
-                "journal recovered"
-            );
-        }
-        if let Some(f) = &opts.faults {
-            f.on_step("recovery:replayed");
-        }
-        Local::start(dir, opts, lock, manifest, store, rec.last_seq)
+        let verified = recovery::verify(&jdir)?;
+        let manifest = recovery::settle(&jdir, &verified, opts.faults.as_deref())?;
+        let (store, last_seq) = recover_state(dir, &manifest, &opts)?;
+        step(&opts, "recovery:replayed");
+        Local::start(dir, opts, lock, manifest, store, last_seq)
     }
 
     fn start(
         dir: &Path,
         opts: Options,
         lock: DirLock,
-        manifest: crate::journal::manifest::Manifest,
+        manifest: Manifest,
         store: Store,
         last_seq: u64,
     ) -> Result<Local> {

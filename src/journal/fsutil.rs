@@ -36,3 +36,33 @@ pub fn fsync_tree(dir: &Path) -> Result<()> {
     }
     fsync_dir(dir)
 }
+
+/// Creates `dir` and any missing parents, fsyncing the parent of each directory it creates so
+/// the new entries survive a power loss. Returns whether `dir` was created.
+pub fn create_dir_durable(dir: &Path) -> Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() || p.is_dir() {
+            break;
+        }
+        missing.push(p);
+        at = p.parent();
+    }
+    for p in missing.into_iter().rev() {
+        match fs::create_dir(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}", p.display()), e)),
+        }
+        let parent = match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => q,
+            _ => Path::new("."),
+        };
+        fsync_dir(parent)?;
+    }
+    Ok(true)
+}

@@ -17,11 +17,14 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::journal::faults::Faults;
 use crate::journal::format::FORMAT_VERSION;
 use crate::journal::fsutil::fsync_dir;
 
 /// File name of the manifest inside `journal/`.
 pub const MANIFEST: &str = "MANIFEST";
+/// The manifest being written, before it is renamed over [`MANIFEST`].
+pub const MANIFEST_TMP: &str = "MANIFEST.tmp";
 
 /// A segment entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +156,18 @@ impl Manifest {
 
     /// Writes the manifest atomically into `dir` (temp, fsync, rename, fsync dir).
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join("MANIFEST.tmp");
+        self.store_with(dir, None)
+    }
+
+    /// [`Manifest::store`], calling `faults` at the steps `manifest:tmp-written` (the temporary
+    /// file is written and fsynced) and `manifest:renamed` (renamed, directory not yet fsynced).
+    pub fn store_with(&self, dir: &Path, faults: Option<&dyn Faults>) -> Result<()> {
+        let step = |name: &str| {
+            if let Some(f) = faults {
+                f.on_step(name);
+            }
+        };
+        let tmp = dir.join(MANIFEST_TMP);
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
         let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
@@ -161,7 +175,9 @@ impl Manifest {
             .map_err(|e| io("cannot write", e))?;
         f.sync_all().map_err(|e| io("cannot fsync", e))?;
         drop(f);
+        step("manifest:tmp-written");
         fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
+        step("manifest:renamed");
         fsync_dir(dir)
     }
 

@@ -198,6 +198,14 @@ pub(super) fn analyse(data_dir: &Path) -> Result<Analysis> {
                 ));
                 return Ok(a);
             }
+            if !any_records(&jdir)? {
+                a.report.notes.push(
+                    "no manifest, and the journal files hold no record: a first open was \
+                     interrupted; the next open starts a new journal"
+                        .into(),
+                );
+                return Ok(a);
+            }
             a.report.problems.push(problem(
                 ProblemKind::Manifest,
                 &mpath,
@@ -451,4 +459,14 @@ fn within_upper(last: Option<u64>, upper: Option<u64>) -> bool {
         (Some(l), Some(u)) => l <= u,
         _ => true,
     }
+}
+
+/// Whether any journal file in `jdir` holds a record (see `recovery::holds_records`).
+fn any_records(jdir: &Path) -> Result<bool> {
+    for name in journal_files(jdir)? {
+        if crate::journal::recovery::holds_records(&jdir.join(name))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

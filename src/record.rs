@@ -184,10 +184,30 @@ fn decode_limited<const LIMIT: usize>(body: &[u8]) -> std::result::Result<(Op, u
         .map_err(|e| e.to_string())
 }
 
+/// A bincode writer that checks the bytes written equal `want`, in order.
+struct SameAs<'a> {
+    want: &'a [u8],
+    at: usize,
+}
+
+impl bincode::enc::write::Writer for SameAs<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        let end = self.at + bytes.len();
+        if self.want.get(self.at..end) != Some(bytes) {
+            return Err(bincode::error::EncodeError::Other("differs"));
+        }
+        self.at = end;
+        Ok(())
+    }
+}
+
 /// How many bytes bincode may claim per encoded byte. bincode's limit counts what decoding
 /// *claims*, not what it reads: every integer claims its in-memory size (a `u64` varint of one
 /// byte claims 8), an enum tag claims 4, a length prefix 8, a string or byte buffer its length.
-/// No value claims more than 8 bytes per byte it occupies, so a limit of 8 × the body length
+/// No value in an `Op` claims more than 8 bytes per byte it occupies (checked against
+/// bincode-2.0.1's source: `char` claims its width, `f64` 8 for 8, an `Option` tag 1, structs
+/// and tuples nothing; only `u128`/`i128` would claim 16 per byte, and `Op` must never hold
+/// one), so a limit of 8 × the body length
 /// (plus slack for the smallest bodies) admits every body the writer produces, while a damaged
 /// length prefix can still make us allocate at most 8 × the record's size.
 pub const CLAIM_PER_BYTE: usize = 8;
@@ -202,7 +222,7 @@ impl Op {
         if bytes.len() > MAX_RECORD as usize {
             return Err(Error::invalid(format!(
                 "one journal record would be {} bytes, over the {} MiB a record may hold; \
-                 enqueue fewer or smaller jobs at once",
+                 enqueue (or act on) fewer or smaller jobs at once",
                 bytes.len(),
                 MAX_RECORD >> 20
             )));
@@ -218,9 +238,11 @@ impl Op {
     pub fn decode(body: &[u8]) -> std::result::Result<Op, String> {
         let op = Op::decode_unchecked(body)?;
         // One spelling per record: bincode also accepts over-long varints, which the writer
-        // never produces; a body that does not re-encode to itself is damage.
-        match bincode::serde::encode_to_vec(&op, config()) {
-            Ok(again) if again == body => Ok(op),
+        // never produces; a body that does not re-encode to itself is damage. The re-encoding
+        // is compared as it is produced, without a buffer.
+        let mut same = SameAs { want: body, at: 0 };
+        match bincode::serde::encode_into_writer(&op, &mut same, config()) {
+            Ok(()) if same.at == body.len() => Ok(op),
             _ => Err("the record body is not in canonical form".to_string()),
         }
     }

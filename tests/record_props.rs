@@ -649,3 +649,17 @@ fn fuzz_seeds_are_valid_records() {
     }
     assert!(total < 2 << 20, "seeds take {total} bytes");
 }
+
+#[test]
+fn only_the_canonical_spelling_decodes() {
+    let body = Op::NextId { next: 5 }.encode().unwrap();
+    assert_eq!(body, [7, 5], "variant index 7, varint 5");
+    assert_eq!(Op::decode(&body), Ok(Op::NextId { next: 5 }));
+    // The same value as an over-long varint (the u16 marker 251): decodes in bincode, refused.
+    let long = Op::decode(&[7, 251, 5, 0]).unwrap_err();
+    assert!(long.contains("canonical"), "{long}");
+    let trailing = Op::decode(&[7, 5, 0]).unwrap_err();
+    assert!(trailing.contains("trailing"), "{trailing}");
+    assert!(Op::decode(&[7]).is_err());
+    assert!(Op::decode(&[8, 0]).is_err(), "no variant 8");
+}

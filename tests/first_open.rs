@@ -76,6 +76,17 @@ fn copy_tree(from: &Path, to: &Path) {
 /// `dir` opens as a new, empty store; it takes a write, keeps it across a reopen, and `check`
 /// finds it clean.
 async fn opens_as_new(dir: &Path, what: &str) {
+    if dir.join("journal").is_dir() && !dir.join("journal/MANIFEST").exists() {
+        // `durq check` agrees: an interrupted first open is not damage.
+        let r = durq::journal::check::check(dir).unwrap();
+        assert!(r.is_clean(), "{what}: {r}");
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("first open was interrupted")),
+            "{what}: {r}"
+        );
+    }
     let q = open(dir, SEG)
         .await
         .unwrap_or_else(|e| panic!("{what}: {} does not open: {e}", dir.display()));

@@ -188,16 +188,6 @@ pub(super) fn analyse(data_dir: &Path) -> Result<Analysis> {
     let manifest = match Manifest::load(&jdir) {
         Ok(Some(m)) => Some(m),
         Ok(None) => {
-            if journal_files(&jdir)?.is_empty() {
-                a.report.problems.push(problem(
-                    ProblemKind::Manifest,
-                    &mpath,
-                    None,
-                    None,
-                    "the journal has no manifest and no files",
-                ));
-                return Ok(a);
-            }
             if !any_records(&jdir)? {
                 a.report.notes.push(
                     "no manifest, and the journal files hold no record: a first open was \

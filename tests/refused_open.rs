@@ -336,3 +336,52 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A state store older than the journal's base (restored from a backup, say) is rebuilt, and
+/// the warning says it was behind the base.
+#[tokio::test]
+async fn state_behind_the_base_is_rebuilt_with_a_warning() {
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), SEG).await.unwrap();
+    let mut jobs = fill(&q, 5, 100).await;
+    q.shutdown().await.unwrap();
+    let sdir = dir.path().join("state");
+    let old_state = tempfile::tempdir().unwrap();
+    for f in files_under(&sdir) {
+        let to = old_state.path().join(f.strip_prefix(&sdir).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    // Enough writes, with a low rewrite threshold, for a base to be written.
+    let q = durq::Queue::builder(dir.path())
+        .fsync(durq::FsyncPolicy::Always)
+        .segment_bytes(SEG)
+        .rewrite_min_bytes(SEG)
+        .open()
+        .await
+        .unwrap();
+    let manifest = dir.path().join("journal/MANIFEST");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&manifest)
+        .unwrap()
+        .contains("base ")
+    {
+        assert!(std::time::Instant::now() < deadline, "no base was written");
+        jobs.extend(fill(&q, 50, 700).await);
+    }
+    q.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&sdir).unwrap();
+    std::fs::rename(old_state.path(), &sdir).unwrap_or_else(|_| {
+        for f in files_under(old_state.path()) {
+            let to = sdir.join(f.strip_prefix(old_state.path()).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &to).unwrap();
+        }
+    });
+    let q = open(dir.path(), SEG).await.unwrap();
+    let got = jobs_in(&q).await;
+    q.shutdown().await.unwrap();
+    assert_eq!(got, jobs.len());
+    rebuild_line(&sdir, "behind the journal's base");
+}

@@ -430,9 +430,10 @@ async fn an_enqueue_over_the_record_limit_changes_nothing() {
     let stats = q.stats().await.unwrap();
     let bytes = journal_bytes(dir.path());
     // A batch passes every per-job and per-batch check (128 MiB of payloads at most) yet its
-    // record would exceed MAX_RECORD: 50,000 jobs of 2,684 payload bytes and three names of
-    // MAX_NAME bytes each (kind, partition key, dedup key) — about 290 MiB.
-    let n = 50_000;
+    // record would exceed MAX_RECORD: 75,000 jobs of 1,789 payload bytes with a kind and a
+    // partition key of MAX_NAME bytes each — about 290 MB. The first 100 carry dedup keys, and
+    // the batch goes to a queue not seen before: neither may be left behind.
+    let n = 75_000;
     let per = (128 << 20) / n;
     let name = |c: char, i: usize| {
         let mut s = format!("{c}{i:06}");
@@ -441,10 +442,14 @@ async fn an_enqueue_over_the_record_limit_changes_nothing() {
     };
     let batch: Vec<NewJob> = (0..n)
         .map(|i| {
-            NewJob::new("q", vec![i as u8; per])
+            let j = NewJob::new("fresh", vec![i as u8; per])
                 .kind(name('k', i))
-                .key(name('p', i))
-                .dedup(name('d', i), std::time::Duration::from_secs(3600))
+                .key(name('p', i));
+            if i < 100 {
+                j.dedup(format!("d{i}"), std::time::Duration::from_secs(3600))
+            } else {
+                j
+            }
         })
         .collect();
     match q.enqueue_batch(batch).await {
@@ -457,6 +462,16 @@ async fn an_enqueue_over_the_record_limit_changes_nothing() {
         "stats changed"
     );
     assert_eq!(journal_bytes(dir.path()), bytes, "journal changed");
+    // The dedup keys of the refused batch were not claimed.
+    let e = q
+        .enqueue(
+            NewJob::new("fresh", b"x".to_vec()).dedup("d7", std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(!e.duplicate, "a refused batch left its dedup key behind");
+    let fresh = q.list("fresh", None, 10).await.unwrap();
+    assert_eq!(fresh.len(), 1);
     // The store still takes writes, and holds exactly what was acknowledged.
     let after = fill(&q, 1, 10).await;
     q.shutdown().await.unwrap();

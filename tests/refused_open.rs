@@ -385,3 +385,34 @@ async fn state_behind_the_base_is_rebuilt_with_a_warning() {
     assert_eq!(got, jobs.len());
     rebuild_line(&sdir, "behind the journal's base");
 }
+
+/// The same through the binary: commands that open a damaged directory exit 1 with one
+/// sentence naming file and offset, and leave every byte as it was.
+#[tokio::test]
+async fn cli_commands_refuse_and_change_nothing() {
+    let (dir, _) = make(250).await;
+    let seg = segments(dir.path())[1].clone();
+    let victim = records(&seg)[3].clone();
+    flip(&seg, victim.offset + 20);
+    let before = snapshot(dir.path());
+    for args in [
+        &["stats"][..],
+        &["enqueue", "q", "{\"a\":1}"],
+        &["jobs", "q"],
+        &["dlq", "purge", "q", "--all"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_durq"))
+            .arg("--data")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("DURQ_DATA")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&seg.display().to_string()), "{args:?}: {err}");
+        assert!(err.contains(&victim.offset.to_string()), "{args:?}: {err}");
+        assert_eq!(snapshot(dir.path()), before, "{args:?} changed DIR");
+    }
+}

@@ -59,6 +59,7 @@ impl Engine {
         let mut recs = Vec::with_capacity(jobs.len());
         // Dedup keys claimed earlier in this same batch.
         let mut claimed: Vec<((u32, String), JobId)> = Vec::new();
+        let queues_before = self.mem.queues.len();
         for j in jobs {
             let q = self.mem.queue_id(&j.queue);
             if let Some((dk, ttl)) = &j.dedup {
@@ -139,7 +140,12 @@ impl Engine {
         // Encode first (a record that could not be written is refused with nothing changed),
         // then index the jobs and stage the one atomic record.
         let op = Op::Enqueue { jobs: recs };
-        let bytes = op.encode()?;
+        let bytes = op.encode().inspect_err(|_| {
+            // Queues first seen in this refused batch are forgotten too.
+            for qm in self.mem.queues.drain(queues_before..) {
+                self.mem.queue_ids.remove(&qm.name);
+            }
+        })?;
         let Op::Enqueue { jobs: recs } = &op else {
             unreachable!("built as an enqueue just above")
         };

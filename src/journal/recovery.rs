@@ -140,7 +140,7 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     for name in &named {
         check_header(&dir.join(name), name)?;
     }
-    if let Some((n, seq)) = manifest.base {
+    if let Some((n, _)) = manifest.base {
         let path = dir.join(base_name(n));
         let mut at = HEADER_LEN as u64;
         let scan = scan_file(&path, Some(0), |_, body| {
@@ -156,7 +156,6 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             });
         }
         v.records += scan.records;
-        let _ = seq;
     }
     let mut last_seq = manifest.segments.first().map(|s| s.start_seq).unwrap_or(0);
     let count = manifest.segments.len();

@@ -423,7 +423,7 @@ impl Engine {
 
     /// Next id: unique, sortable by creation: `max(last + 1, now_ms << 16)`.
     fn next_id(&mut self, now: u64) -> JobId {
-        let id = (self.last_id + 1).max(now << 16);
+        let id = self.last_id.saturating_add(1).max(now << 16);
         self.last_id = id;
         JobId(id)
     }

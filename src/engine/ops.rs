@@ -144,8 +144,11 @@ impl Engine {
         let Op::Enqueue { jobs: recs } = &op else {
             unreachable!("built as an enqueue just above")
         };
+        // The record is staged next: its seq gates the jobs under `always`.
+        let gate = self.gate_for(0);
         for r in recs {
-            let slot = self.mem.slot_of(&r.meta);
+            let mut slot = self.mem.slot_of(&r.meta);
+            slot.gate = gate;
             let q = slot.queue;
             if let (Some(dk), Some(exp)) = (&r.meta.dedup, r.dedup_expires) {
                 self.mem.dedup.insert((q, dk.clone()), (r.meta.id, exp.0));
@@ -561,6 +564,13 @@ impl Engine {
             match st {
                 JobState::Waiting => {
                     let mut v = self.mem.ready_in_order(q, room);
+                    // Not yet durable (under `always`): waiting, not yet reservable.
+                    v.extend(
+                        self.mem
+                            .gated_in(q)
+                            .into_iter()
+                            .take(room.saturating_sub(v.len())),
+                    );
                     let blocked = self.mem.blocked(q);
                     v.extend(
                         blocked
@@ -710,9 +720,12 @@ impl Engine {
                 meta.queued = self.next_id(now).0;
                 metas.push(meta);
             }
+            // Staged below in chunks of 4096: the last chunk's seq gates them all.
+            let gate = self.gate_for(metas.len().div_ceil(4096).saturating_sub(1) as u64);
             for meta in &metas {
                 self.mem.queues[q as usize].dead.remove(&meta.id);
-                let slot = self.mem.slot_of(meta);
+                let mut slot = self.mem.slot_of(meta);
+                slot.gate = gate;
                 self.mem.arrive(meta.id, slot, now);
             }
             let n = metas.len() as u64;

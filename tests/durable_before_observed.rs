@@ -3,8 +3,10 @@
 //! A fault hook blocks the writer's fdatasync on a barrier: while it is blocked, the enqueue
 //! has been written but not synced; a waiting reserve must not get the job (and the engine must
 //! not have leased it); once the sync is released, the reserve gets it. A failed fsync (EIO)
-//! means the job is never handed out. Under `everysec` the job is handed out without waiting
-//! for a sync (today's behaviour).
+//! means the job is never handed out. A requeued dead letter waits for its requeue's sync.
+//! Reopening under `always` syncs the recovered journal (which the previous process may have
+//! written but not synced) before it serves anything. Under `everysec` the job is handed out
+//! without waiting for a sync (today's behaviour).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,5 +242,40 @@ async fn everysec_hands_out_without_waiting_for_a_sync() {
     assert_eq!(l.job.id, e.id);
     q.ack(&l).await.unwrap();
     gate.release();
+    q.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_syncs_recovered_records_before_handing_them_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(SyncGate::default());
+    // Written under `no`: never synced by durq.
+    let q = open(dir.path(), FsyncPolicy::No, gate.clone()).await;
+    let e = q.enqueue(NewJob::new("q", b"1".to_vec())).await.unwrap();
+    q.shutdown().await.unwrap();
+    drop(q);
+
+    // Reopened under `always`: the open syncs the recovered journal before it serves anything.
+    gate.hold.store(true, Ordering::SeqCst);
+    let (d, g) = (dir.path().to_path_buf(), gate.clone());
+    let opening = tokio::spawn(async move { open(&d, FsyncPolicy::Always, g).await });
+    {
+        let g = gate.clone();
+        tokio::task::spawn_blocking(move || g.wait_blocked(Duration::from_secs(10)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        !opening.is_finished(),
+        "opened before the recovered records were synced"
+    );
+    gate.release();
+    let q = tokio::time::timeout(Duration::from_secs(10), opening)
+        .await
+        .expect("opens once synced")
+        .unwrap();
+    let l = q.reserve(&["q"]).await.unwrap().expect("recovered job");
+    assert_eq!(l.job.id, e.id);
+    q.ack(&l).await.unwrap();
     q.shutdown().await.unwrap();
 }

@@ -166,6 +166,18 @@ impl Engine {
             wake_rx,
         };
         e.mem.durable = last_seq;
+        if gating {
+            // Recovered records may be written but never synced (the previous process died
+            // between its write and its fdatasync): sync them before any job is handed out.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let sent = e.writer.send(writer::Msg::Flush(Box::new(move |r| {
+                let _ = tx.send(r);
+            })));
+            if sent.is_ok() {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .unwrap_or(Err(Error::Closed))?;
+            }
+        }
         e.last_id = e.store.next_id().saturating_sub(1);
         let orphans = e.load(false)?;
         let now = e.now();

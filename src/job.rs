@@ -3,7 +3,8 @@
 //! Invariants:
 //! - A [`JobId`] is unique within a data directory and sorts by creation: ids are
 //!   `max(previous + 1, unix_ms << 16)`, so the high bits are the creation millisecond.
-//! - Times are whole milliseconds since the Unix epoch ([`Timestamp`]).
+//! - Times are whole milliseconds since the Unix epoch ([`Timestamp`]); every `u64` formats.
+//! - Durations are at most 10 years ([`crate::duration::MAX_DURATION`]), checked on input.
 //! - A [`NewJob`] is validated by the backend on enqueue (queue name, sizes, durations); invalid
 //!   input changes nothing.
 
@@ -62,15 +63,16 @@ impl Timestamp {
     }
     /// This time plus a duration (saturating).
     pub fn after(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(d.as_millis() as u64))
+        Timestamp(crate::duration::after(self.0, d))
     }
     /// As a `SystemTime`.
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }
-    /// RFC 3339 with milliseconds, UTC (`2026-11-28T04:13:45.123Z`).
+    /// RFC 3339 with milliseconds, UTC (`2026-11-28T04:13:45.123Z`). Never panics: any value
+    /// formats (years past 9999 in the ISO 8601 expanded form, see [`crate::duration`]).
     pub fn to_rfc3339(self) -> String {
-        humantime::format_rfc3339_millis(self.to_system_time()).to_string()
+        crate::duration::format_rfc3339_millis(self.0)
     }
     /// Time elapsed from `self` to `now`, zero if `now` is earlier.
     pub fn elapsed_until(self, now: Timestamp) -> Duration {
@@ -209,21 +211,30 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The delay before retry number `retry` (1-based), without jitter.
+    /// The delay before retry number `retry` (1-based), without jitter; never longer than
+    /// [`crate::duration::MAX_DURATION`] (10 years), however many retries.
     pub fn delay(&self, retry: u32) -> Duration {
         let exp = retry.saturating_sub(1).min(64) as i32;
         let mut ms = (self.base_ms as f64) * self.factor.powi(exp);
         if self.cap_ms > 0 && ms > self.cap_ms as f64 {
             ms = self.cap_ms as f64;
         }
-        Duration::from_millis(ms.min(u64::MAX as f64 / 2.0) as u64)
+        Self::clamp_ms(ms)
     }
 
-    /// The delay with jitter applied, using `unit` (a number in 0.0..1.0) as the random draw.
+    /// The delay with jitter applied, using `unit` (a number in 0.0..1.0) as the random draw;
+    /// also at most 10 years.
     pub fn delay_with_jitter(&self, retry: u32, unit: f64) -> Duration {
         let d = self.delay(retry).as_millis() as f64;
         let spread = d * self.jitter * (2.0 * unit - 1.0);
-        Duration::from_millis((d + spread).max(0.0) as u64)
+        Self::clamp_ms(d + spread)
+    }
+
+    fn clamp_ms(ms: f64) -> Duration {
+        let max = crate::duration::MAX_DURATION.as_millis() as f64;
+        // NaN (not reachable with validated values) becomes zero.
+        let ms = if ms.is_nan() { 0.0 } else { ms.clamp(0.0, max) };
+        Duration::from_millis(ms as u64)
     }
 
     /// Checks the values; explains what is wrong.
@@ -246,6 +257,8 @@ impl RetryPolicy {
                 self.max_retries
             )));
         }
+        crate::duration::check("retry backoff base", Duration::from_millis(self.base_ms))?;
+        crate::duration::check("retry backoff cap", Duration::from_millis(self.cap_ms))?;
         Ok(())
     }
 }
@@ -432,6 +445,13 @@ impl NewJob {
             if ttl.is_zero() {
                 return Err(Error::invalid("dedup TTL must be longer than zero"));
             }
+            crate::duration::check("dedup TTL", *ttl)?;
+        }
+        if let Some(d) = self.delay {
+            crate::duration::check("delay", d)?;
+        }
+        if let Some(d) = self.backoff {
+            crate::duration::check("backoff", d)?;
         }
         if self.payload.len() > max_payload {
             return Err(Error::invalid(format!(
@@ -557,11 +577,8 @@ pub enum Selection {
     All,
 }
 
-/// Parses a duration such as `500ms`, `5s`, `2m`, `1h`, `1h30m`.
+/// Parses a duration such as `500ms`, `5s`, `2m`, `1h`, `1h30m`; at most 10 years (see
+/// [`crate::duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        Error::invalid(format!(
-            "duration `{s}` is not valid ({e}); write it like 500ms, 5s, 2m or 1h"
-        ))
-    })
+    crate::duration::parse_any(s)
 }

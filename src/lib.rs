@@ -7,7 +7,7 @@
 //! - [`engine`]: the single owner of all mutations and its in-memory indexes.
 //! - [`journal`]: the append-only journal (format, writer with group commit, recovery, check).
 //! - [`record`]: journal record bodies; [`store`]: the sled state materialised from them.
-//! - [`job`], [`options`], [`stats`], [`error`], [`clock`]: the vocabulary.
+//! - [`job`], [`options`], [`stats`], [`error`], [`clock`], [`duration`]: the vocabulary.
 //! - [`worker`]: the worker pool; [`watch`]: the file watcher; [`cli`], [`http`]: the binary's
 //!   command line and HTTP API.
 //!
@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod cli;
 pub mod clock;
+pub mod duration;
 #[doc(hidden)]
 pub mod engine;
 pub mod error;

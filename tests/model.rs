@@ -4,7 +4,8 @@
 //! after every step the store's stats and every job's state, attempts, error count and run time
 //! must equal the model's, and every reserve must return the job the model predicts.
 //!
-//! Cases: 64 by default (a few seconds); `PROPTEST_CASES=500 cargo test --test model` for more.
+//! Cases: 64 by default (a few seconds), a quarter of that again under `always` (jobs held back
+//! until durable); `PROPTEST_CASES=500 cargo test --test model` for more.
 //! A requeued keyed job joins the back of its key's FIFO, in the model as in the store, and
 //! that order must survive close-and-reopen.
 
@@ -226,11 +227,12 @@ struct Sut {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     q: Queue,
+    policy: FsyncPolicy,
 }
 
-async fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Queue {
+async fn open(dir: &std::path::Path, clock: &Arc<ManualClock>, policy: FsyncPolicy) -> Queue {
     Queue::builder(dir)
-        .fsync(FsyncPolicy::No)
+        .fsync(policy)
         .clock(clock.clone())
         .lease(Duration::from_millis(LEASE_MS))
         .keep_completed(KEEP_COMPLETED)
@@ -492,7 +494,7 @@ async fn apply(sut: &mut Sut, m: &mut Model, step: &Step, n: &mut usize) {
         Step::Reopen => {
             q.shutdown().await.unwrap();
             drop(q);
-            sut.q = open(sut.dir.path(), &sut.clock).await;
+            sut.q = open(sut.dir.path(), &sut.clock, sut.policy).await;
             // Leases do not survive: every active job's attempt fails, in id order.
             let active: Vec<u64> = m
                 .jobs
@@ -549,7 +551,7 @@ async fn check(sut: &Sut, m: &mut Model, step: &Step) {
     }
 }
 
-fn run(steps: Vec<Step>) {
+fn run(steps: Vec<Step>, policy: FsyncPolicy) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -558,8 +560,13 @@ fn run(steps: Vec<Step>) {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp(T0)));
-        let q = open(dir.path(), &clock).await;
-        let mut sut = Sut { dir, clock, q };
+        let q = open(dir.path(), &clock, policy).await;
+        let mut sut = Sut {
+            dir,
+            clock,
+            q,
+            policy,
+        };
         let mut m = Model {
             now: T0,
             ..Model::default()
@@ -589,6 +596,21 @@ proptest! {
 
     #[test]
     fn queue_matches_model(steps in prop::collection::vec(step(), 1..100)) {
-        run(steps);
+        run(steps, FsyncPolicy::No);
+    }
+}
+
+proptest! {
+    // Under `always` jobs are held back until their record is synced; every call here waits
+    // for its answer, so the store must still match the model step for step.
+    #![proptest_config(ProptestConfig {
+        cases: cases().div_ceil(4),
+        max_shrink_iters: 500,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn queue_matches_model_under_always(steps in prop::collection::vec(step(), 1..100)) {
+        run(steps, FsyncPolicy::Always);
     }
 }

@@ -3,8 +3,11 @@
 //! on open, never scanned from disk on the hot path. Payloads are never held here.
 //!
 //! Invariants:
-//! - A job is in at most one of: a queue's ready set, the delayed timer, the active table, a
-//!   key FIFO behind its head.
+//! - A job is in at most one of: a queue's ready set, the delayed timer, the gated set, the
+//!   active table, a key FIFO behind its head.
+//! - Under `always`, a job enters a ready set only once the record that brought it in is
+//!   durable (`Slot::gate <= durable`); until then it waits in `gated` (SPEC G1: nothing runs
+//!   that a power cut could erase).
 //! - Ready order per queue and kind: priority descending, then ready time, then id.
 //! - For a partition key, only the FIFO's head may be ready, delayed or active; the jobs behind
 //!   it wait in enqueue order and are not in any ready set.
@@ -28,6 +31,9 @@ pub struct Slot {
     pub priority: u8,
     pub run_at: u64,
     pub key: Option<String>,
+    /// The seq of the record that brought the job in (enqueue, requeue), which must be durable
+    /// before the job may be reserved; 0 when nothing is held back (`everysec`, `no`, loaded).
+    pub gate: u64,
 }
 
 impl Slot {
@@ -115,6 +121,11 @@ pub struct Mem {
     /// (queue, dedup key) → (first job, expires).
     pub dedup: HashMap<(u32, String), (JobId, u64)>,
     pub dedup_expiry: BTreeSet<(u64, u32, String)>,
+    /// The highest journal seq known durable (synced). Only compared with [`Slot::gate`].
+    pub durable: u64,
+    /// (gate seq, id) of jobs that could run but whose record is not yet durable.
+    pub gated: BTreeSet<(u64, JobId)>,
+    pub gated_slots: HashMap<JobId, Slot>,
 }
 
 impl Mem {
@@ -148,6 +159,7 @@ impl Mem {
             priority: meta.priority.0,
             run_at: meta.run_at.0,
             key: meta.key.clone(),
+            gate: 0,
         }
     }
 
@@ -165,7 +177,8 @@ impl Mem {
     }
 
     /// Puts a job that may run (a FIFO head or an unkeyed job) into the ready set, the delayed
-    /// timer, or the key-pause timer. Its `pending` count is already held.
+    /// timer, the key-pause timer, or (its record not yet durable) the gated set. Its `pending`
+    /// count is already held.
     pub fn place(&mut self, id: JobId, slot: Slot, now: u64) {
         if slot.run_at > now {
             self.delayed.insert((slot.run_at, id));
@@ -181,12 +194,46 @@ impl Mem {
                 }
             }
         }
+        if slot.gate > self.durable {
+            self.gated.insert((slot.gate, id));
+            self.gated_slots.insert(id, slot);
+            return;
+        }
         let rk = slot.ready_key(id);
         self.queues[slot.queue as usize]
             .ready
             .entry(slot.kind)
             .or_default()
             .insert(rk);
+    }
+
+    /// Records that every seq up to `durable` is synced and places the jobs it releases.
+    pub fn set_durable(&mut self, durable: u64, now: u64) {
+        if durable <= self.durable {
+            return;
+        }
+        self.durable = durable;
+        while let Some(&(seq, id)) = self.gated.first() {
+            if seq > durable {
+                break;
+            }
+            self.gated.pop_first();
+            if let Some(slot) = self.gated_slots.remove(&id) {
+                self.place(id, slot, now);
+            }
+        }
+    }
+
+    /// Jobs of `queue` held back until their record is durable, in run order.
+    pub fn gated_in(&self, queue: u32) -> Vec<JobId> {
+        let mut v: Vec<(ReadyKey, JobId)> = self
+            .gated_slots
+            .iter()
+            .filter(|(_, s)| s.queue == queue)
+            .map(|(id, s)| (s.ready_key(*id), *id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
     }
 
     /// A key's head finished (completed or dead): the next job of the key may run.
@@ -231,6 +278,25 @@ impl Mem {
             }
         }
         best
+    }
+
+    /// After a reload: gives each active job the later of its stored expiry and the one held
+    /// before the reload (`id → (token, until)`), when the token is the same lease's.
+    pub fn restore_lease_expiries(&mut self, before: &HashMap<JobId, (u64, u64)>) {
+        for (id, a) in self.active.iter_mut() {
+            let Some(&(token, until)) = before.get(id) else {
+                continue;
+            };
+            if token != a.token || until <= a.until {
+                continue;
+            }
+            self.leases.remove(&(a.until, *id));
+            a.until = until;
+            if let Some(l) = &mut a.meta.lease {
+                l.until = crate::job::Timestamp(until);
+            }
+            self.leases.insert((until, *id));
+        }
     }
 
     pub fn remove_ready(&mut self, queue: u32, kind: u32, rk: &ReadyKey) -> bool {

@@ -13,6 +13,11 @@
 //! - When the writer reports a failed append, the engine drops its in-memory state and reloads
 //!   it from the state store (which holds exactly the records that were written), then resyncs.
 //! - sled calls and fsyncs happen on the engine and writer threads, never on tokio's workers.
+//! - Under `always`, a job is handed to a worker only once the record that enqueued (or
+//!   requeued) it is durable: the writer raises `durable` after each sync, before answering
+//!   that batch's callers, and wakes the engine, which then moves the jobs out of the gated
+//!   set ([`mem::Mem::set_durable`]). Listings and stats show such jobs at once.
+//! - Heartbeats are not journaled; a reload keeps the lease expiries they extended.
 
 pub mod mem;
 mod ops;
@@ -110,6 +115,13 @@ pub struct Engine {
     closed: bool,
     /// Set by the writer to (last good seq + 1) when an append failed.
     failed: Arc<AtomicU64>,
+    /// Under `always`: jobs are reservable only once their record is durable.
+    gating: bool,
+    /// The highest seq the writer has synced (under `always`), set before it answers callers.
+    durable: Arc<AtomicU64>,
+    /// Wakes the engine when `durable` moves (bounded to one pending wake).
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
 }
 
 impl Engine {
@@ -126,6 +138,8 @@ impl Engine {
         events: broadcast::Sender<Event>,
         failed: Arc<AtomicU64>,
     ) -> Result<Engine> {
+        let gating = opts.fsync == crate::options::FsyncPolicy::Always;
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let mut e = Engine {
             opts,
             clock,
@@ -146,7 +160,24 @@ impl Engine {
             rng: fastrand::Rng::new(),
             closed: false,
             failed,
+            gating,
+            durable: Arc::new(AtomicU64::new(last_seq)),
+            wake_tx,
+            wake_rx,
         };
+        e.mem.durable = last_seq;
+        if gating {
+            // Recovered records may be written but never synced (the previous process died
+            // between its write and its fdatasync): sync them before any job is handed out.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let sent = e.writer.send(writer::Msg::Flush(Box::new(move |r| {
+                let _ = tx.send(r);
+            })));
+            if sent.is_ok() {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .unwrap_or(Err(Error::Closed))?;
+            }
+        }
         e.last_id = e.store.next_id().saturating_sub(1);
         let orphans = e.load(false)?;
         let now = e.now();
@@ -173,10 +204,23 @@ impl Engine {
                 .map(|t| t.saturating_sub(now))
                 .unwrap_or(1000)
                 .clamp(1, 1000);
-            match rx.recv_timeout(Duration::from_millis(wait)) {
-                Ok(cmd) => self.handle(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            if self.gating {
+                // Also woken when the writer reports a sync (gated jobs may become ready).
+                let wake = self.wake_rx.clone();
+                crossbeam_channel::select! {
+                    recv(rx) -> m => match m {
+                        Ok(cmd) => self.handle(cmd),
+                        Err(_) => break,
+                    },
+                    recv(wake) -> _ => {}
+                    default(Duration::from_millis(wait)) => {}
+                }
+            } else {
+                match rx.recv_timeout(Duration::from_millis(wait)) {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             }
             for _ in 0..1024 {
                 if self.closed {
@@ -344,9 +388,28 @@ impl Engine {
         {
             return;
         }
+        let mut replies = std::mem::take(&mut self.replies);
+        if self.gating {
+            if let Some(last) = self.staged.last().map(|r| r.seq) {
+                // First of the batch's replies: the engine learns the records are durable
+                // before any caller of this batch is answered (a caller that reserves right
+                // after its enqueue returned finds the job ready).
+                let durable = self.durable.clone();
+                let wake = self.wake_tx.clone();
+                replies.insert(
+                    0,
+                    Box::new(move |r: Result<()>| {
+                        if r.is_ok() {
+                            durable.fetch_max(last, Ordering::AcqRel);
+                            let _ = wake.try_send(());
+                        }
+                    }),
+                );
+            }
+        }
         let batch = Batch {
             records: std::mem::take(&mut self.staged),
-            replies: std::mem::take(&mut self.replies),
+            replies,
             written: std::mem::take(&mut self.written),
             resync: std::mem::take(&mut self.resync),
         };
@@ -395,9 +458,19 @@ impl Engine {
         self.pending.clear();
         self.pending_order.clear();
         self.next_seq = last_seq + 1;
+        // Heartbeats are not journaled: the store holds each lease's expiry as reserved. Keep
+        // the expiries that heartbeats extended (same job, same token), so a reload never
+        // expires a lease early.
+        let extended: HashMap<JobId, (u64, u64)> = self
+            .mem
+            .active
+            .iter()
+            .map(|(id, a)| (*id, (a.token, a.until)))
+            .collect();
         if let Err(e) = self.load(true) {
             tracing::error!(error = %e, "cannot reload state after a failed append");
         }
+        self.mem.restore_lease_expiries(&extended);
         self.resync = true;
     }
 
@@ -421,9 +494,19 @@ impl Engine {
         let _ = reply.send(r);
     }
 
+    /// The seq the next staged record gets, as a gate for the jobs it brings in (0 when jobs
+    /// are not held back: `everysec`, `no`).
+    fn gate_for(&self, records_ahead: u64) -> u64 {
+        if self.gating {
+            self.next_seq + records_ahead
+        } else {
+            0
+        }
+    }
+
     /// Next id: unique, sortable by creation: `max(last + 1, now_ms << 16)`.
     fn next_id(&mut self, now: u64) -> JobId {
-        let id = (self.last_id + 1).max(now << 16);
+        let id = self.last_id.saturating_add(1).max(now << 16);
         self.last_id = id;
         JobId(id)
     }

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use super::mem::Active;
 use super::{error_tail, Engine, Waiter};
 use crate::backend::ReserveRequest;
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::job::{
     validate_queue_name, AttemptError, Enqueued, FailAction, FailOutcome, Job, JobId, JobState,
@@ -93,9 +94,9 @@ impl Engine {
                 retry.max_retries = n;
             }
             if let Some(b) = j.backoff {
-                retry.base_ms = b.as_millis() as u64;
+                retry.base_ms = duration::millis(b);
             }
-            let run_at = now + j.delay.map(|d| d.as_millis() as u64).unwrap_or(0);
+            let run_at = duration::after(now, j.delay.unwrap_or_default());
             let meta = JobMeta {
                 id,
                 queue: j.queue,
@@ -120,7 +121,7 @@ impl Engine {
             let dedup_expires = j
                 .dedup
                 .as_ref()
-                .map(|(_, ttl)| Timestamp(now.saturating_add(ttl.as_millis() as u64)));
+                .map(|(_, ttl)| Timestamp(duration::after(now, *ttl)));
             if let Some((dk, _)) = &j.dedup {
                 claimed.push(((q, dk.clone()), id));
             }
@@ -149,8 +150,11 @@ impl Engine {
         let Op::Enqueue { jobs: recs } = &op else {
             unreachable!("built as an enqueue just above")
         };
+        // The record is staged next: its seq gates the jobs under `always`.
+        let gate = self.gate_for(0);
         for r in recs {
-            let slot = self.mem.slot_of(&r.meta);
+            let mut slot = self.mem.slot_of(&r.meta);
+            slot.gate = gate;
             let q = slot.queue;
             if let (Some(dk), Some(exp)) = (&r.meta.dedup, r.dedup_expires) {
                 self.mem.dedup.insert((q, dk.clone()), (r.meta.id, exp.0));
@@ -182,6 +186,16 @@ impl Engine {
             let _ = reply.send(Err(Error::invalid("reserve needs at least one queue name")));
             return;
         }
+        // Durations are checked before anything is reserved.
+        let checked = req
+            .lease
+            .map(|d| duration::check("lease", d))
+            .transpose()
+            .and_then(|_| req.wait.map(|d| duration::check("wait", d)).transpose());
+        if let Err(e) = checked {
+            let _ = reply.send(Err(e));
+            return;
+        }
         match self.try_reserve(&req) {
             Ok(Some(lease)) => self.hand_out(lease, reply),
             Ok(None) => {
@@ -189,7 +203,7 @@ impl Engine {
                 if wait.is_zero() {
                     let _ = reply.send(Ok(None));
                 } else {
-                    let deadline = self.now() + wait.as_millis() as u64;
+                    let deadline = duration::after(self.now(), wait);
                     self.waiters.push_back(Waiter {
                         req,
                         deadline,
@@ -240,9 +254,9 @@ impl Engine {
         self.mem.remove_ready(q, kind, &rk);
         let now = self.now();
         self.mem.queues[q as usize].pending_remove(meta.run_at.0);
-        let lease_ms = req.lease.unwrap_or(self.opts.lease).as_millis().max(1) as u64;
+        let lease_ms = duration::millis(req.lease.unwrap_or(self.opts.lease)).max(1);
         let token = self.rng.u64(..);
-        let until = now + lease_ms;
+        let until = now.saturating_add(lease_ms);
         let ready_at = meta.run_at.0;
         meta.attempts += 1;
         meta.state = JobState::Active;
@@ -354,6 +368,13 @@ impl Engine {
         action: FailAction,
         reply: oneshot::Sender<Result<FailOutcome>>,
     ) {
+        if let FailAction::RetryAfter(d) = action {
+            // Checked before the lease is taken: a refused fail changes nothing.
+            if let Err(e) = duration::check("retry_after", d) {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
         match self.take_active(id, token) {
             Ok(a) => {
                 let now = self.now();
@@ -394,11 +415,11 @@ impl Engine {
             FailAction::Retry => {
                 let d = meta.retry.delay_with_jitter(meta.attempts, self.rng.f64());
                 FailOutcome::Retrying {
-                    run_at: Timestamp(now + d.as_millis() as u64),
+                    run_at: Timestamp(duration::after(now, d)),
                 }
             }
             FailAction::RetryAfter(d) => FailOutcome::Retrying {
-                run_at: Timestamp(now + d.as_millis() as u64),
+                run_at: Timestamp(duration::after(now, d)),
             },
         };
         let final_change = match outcome {
@@ -453,12 +474,13 @@ impl Engine {
         token: LeaseToken,
         d: Duration,
     ) -> Result<Timestamp> {
+        duration::check("heartbeat lease", d)?;
         let now = self.now();
         let a = match self.mem.active.get_mut(&id) {
             Some(a) if a.token == token.0 => a,
             _ => return Err(Error::LeaseLost { id: id.to_string() }),
         };
-        let until = now + d.as_millis().max(1) as u64;
+        let until = now.saturating_add(duration::millis(d).max(1));
         self.mem.leases.remove(&(a.until, id));
         a.until = until;
         if let Some(l) = &mut a.meta.lease {
@@ -548,6 +570,13 @@ impl Engine {
             match st {
                 JobState::Waiting => {
                     let mut v = self.mem.ready_in_order(q, room);
+                    // Not yet durable (under `always`): waiting, not yet reservable.
+                    v.extend(
+                        self.mem
+                            .gated_in(q)
+                            .into_iter()
+                            .take(room.saturating_sub(v.len())),
+                    );
                     let blocked = self.mem.blocked(q);
                     v.extend(
                         blocked
@@ -697,9 +726,12 @@ impl Engine {
                 meta.queued = self.next_id(now).0;
                 metas.push(meta);
             }
+            // Staged below in chunks of 4096: the last chunk's seq gates them all.
+            let gate = self.gate_for(metas.len().div_ceil(4096).saturating_sub(1) as u64);
             for meta in &metas {
                 self.mem.queues[q as usize].dead.remove(&meta.id);
-                let slot = self.mem.slot_of(meta);
+                let mut slot = self.mem.slot_of(meta);
+                slot.gate = gate;
                 self.mem.arrive(meta.id, slot, now);
             }
             let n = metas.len() as u64;
@@ -780,9 +812,10 @@ impl Engine {
 
     pub(super) fn pause_key(&mut self, queue: &str, key: &str, d: Duration) -> Result<()> {
         validate_queue_name(queue)?;
+        duration::check("key pause", d)?;
         let q = self.mem.queue_id(queue);
         let now = self.now();
-        let until = now + d.as_millis() as u64;
+        let until = duration::after(now, d);
         let km = self.mem.keys.entry((q, key.to_string())).or_default();
         if km.paused_until >= until {
             return Ok(());

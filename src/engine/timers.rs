@@ -21,6 +21,11 @@ impl Engine {
 
     pub(super) fn run_timers(&mut self) {
         let now = self.now();
+        // Records synced since the last turn: their jobs may be reserved now.
+        if self.gating {
+            let durable = self.durable.load(std::sync::atomic::Ordering::Acquire);
+            self.mem.set_durable(durable, now);
+        }
         // Delayed → ready.
         while let Some(&(t, id)) = self.mem.delayed.first() {
             if t > now {

@@ -175,6 +175,8 @@ impl Shared {
             }
             Outcome::Retry(e) => (e, FailAction::Retry, Some(false)),
             Outcome::RetryAfter(d, e) => {
+                // A server's retry-after is outside input: held to the longest accepted delay.
+                let d = d.min(crate::duration::MAX_DURATION);
                 match &lease.job.key {
                     Some(key) => {
                         if let Err(err) = self.queue.pause_key(&lease.job.queue, key, d).await {

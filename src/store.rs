@@ -296,7 +296,9 @@ impl Store {
     pub fn version_ok(&self) -> Result<bool> {
         Ok(match self.get(K_FORMAT)? {
             None => self.with_db(|db| Ok(db.is_empty()))? && !self.holding(),
-            Some(v) => v.len() == 4 && u32::from_be_bytes([v[0], v[1], v[2], v[3]]) == STATE_VERSION,
+            Some(v) => {
+                v.len() == 4 && u32::from_be_bytes([v[0], v[1], v[2], v[3]]) == STATE_VERSION
+            }
         })
     }
 

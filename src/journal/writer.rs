@@ -360,7 +360,8 @@ impl Writer {
                 self.failed = false;
             }
             if self.failed {
-                let refused = || match &self.last_failure {
+                let refused = || {
+                    match &self.last_failure {
                     Some(e @ Error::DiskFull { .. }) => Err(e.duplicate()),
                     _ => Err(Error::io(
                         format!("append to {} refused", self.path.display()),
@@ -368,6 +369,7 @@ impl Writer {
                             "an earlier append failed and the queue is reloading its state; try again",
                         ),
                     )),
+                }
                 };
                 answer(b.written, refused());
                 answer(b.replies, refused());

@@ -44,9 +44,10 @@ pub fn observe(file: &Path, took: Duration) {
         STATS.buckets[i].fetch_add(1, Ordering::Relaxed);
     }
     STATS.count.fetch_add(1, Ordering::Relaxed);
-    STATS
-        .sum_nanos
-        .fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    STATS.sum_nanos.fetch_add(
+        took.as_nanos().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
     ::metrics::histogram!("durq_fsync_seconds").record(secs);
     if took > SLOW_FSYNC {
         STATS.slow.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +98,10 @@ pub fn render(out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE durq_fsync_delayed_total counter");
     let (slow, waited) = delayed();
-    let _ = writeln!(out, "durq_fsync_delayed_total{{reason=\"slow_fsync\"}} {slow}");
+    let _ = writeln!(
+        out,
+        "durq_fsync_delayed_total{{reason=\"slow_fsync\"}} {slow}"
+    );
     let _ = writeln!(
         out,
         "durq_fsync_delayed_total{{reason=\"append_waited\"}} {waited}"
@@ -132,7 +136,10 @@ mod tests {
         render(&mut s);
         assert!(s.contains("# TYPE durq_fsync_seconds histogram"));
         let mut last = 0u64;
-        for line in s.lines().filter(|l| l.starts_with("durq_fsync_seconds_bucket")) {
+        for line in s
+            .lines()
+            .filter(|l| l.starts_with("durq_fsync_seconds_bucket"))
+        {
             let v: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
             assert!(v >= last, "buckets must be cumulative: {line}");
             last = v;

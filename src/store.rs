@@ -307,17 +307,6 @@ impl Store {
         Ok(self.get(K_APPLIED)?.map(|v| u64_of(&v)).unwrap_or(0))
     }
 
-    /// Seq of the last record sled itself holds (held changes not included).
-    pub fn sled_applied_seq(&self) -> Result<u64> {
-        self.with_db(|db| {
-            Ok(db
-                .get(K_APPLIED)
-                .map_err(|e| sled_err("read", e))?
-                .map(|v| u64_of(&v))
-                .unwrap_or(0))
-        })
-    }
-
     /// The id floor persisted by applied records.
     pub fn next_id(&self) -> u64 {
         self.inner.next_id.load(Ordering::Relaxed)
@@ -379,51 +368,57 @@ impl Store {
         Ok(())
     }
 
-    /// Closes and reopens sled (its I/O errors are sticky). Held changes stay held; sled may
-    /// come back behind what it had reported written: catch it up from the journal (see
-    /// [`crate::journal::applier`]) before [`Store::flush_held`].
-    pub fn reopen(&self) -> Result<()> {
+    /// Closes and reopens sled (its I/O errors are sticky) and puts the reopened sled in place
+    /// with a view as complete as before: `catch_up` gets a store over the reopened sled alone
+    /// (sled may come back behind what it had reported written) and brings it up to the held
+    /// changes' seq — into sled, or, if sled still cannot write, into that store's own held
+    /// changes —; then the held changes go on top and are written if sled can. Readers wait
+    /// meanwhile and never see a half-caught-up sled. If `catch_up` fails otherwise, sled stays
+    /// closed (reads fail with a clear error) until a later attempt succeeds.
+    pub fn reopen_with(&self, catch_up: impl FnOnce(&Store) -> Result<()>) -> Result<()> {
         let mut g = self.inner.db.write();
         // Drop the old handle first: sled locks its files.
         drop(g.take());
         let mut last = None;
+        let mut db = None;
         for _ in 0..20 {
             match open_db(&self.inner.dir, self.inner.cache) {
-                Ok(db) => {
-                    *g = Some(db);
-                    return Ok(());
+                Ok(d) => {
+                    db = Some(d);
+                    break;
                 }
                 Err(e) => last = Some(e),
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Err(last.unwrap_or(Error::Closed))
-    }
-
-    /// Applies ops (from the journal) to sled only, bypassing the held overlay: catching a
-    /// reopened sled up to where the overlay starts.
-    pub fn apply_to_sled(&self, ops: &[Op], applied: u64) -> Result<()> {
-        let mut b = sled::Batch::default();
-        let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
-        for op in ops {
-            self.stage(&mut b, &mut jobs, op, true)?;
+        let Some(db) = db else {
+            return Err(last.unwrap_or(Error::Closed));
+        };
+        let fresh = Store {
+            inner: Arc::new(Inner {
+                dir: self.inner.dir.clone(),
+                cache: self.inner.cache,
+                db: RwLock::new(Some(db.clone())),
+                next_id: AtomicU64::new(self.next_id()),
+                held: Mutex::new(Held::default()),
+                holding: AtomicBool::new(false),
+            }),
+        };
+        catch_up(&fresh)?;
+        // The catch-up's own held changes below, ours on top.
+        let mut merged = std::mem::take(&mut *fresh.inner.held.lock());
+        drop(fresh);
+        {
+            let mut h = self.inner.held.lock();
+            for (k, v) in std::mem::take(&mut h.kv) {
+                merged.bytes += k.len() + v.as_ref().map_or(0, Vec::len);
+                merged.kv.insert(k, v);
+            }
+            *h = merged;
         }
-        self.finish(&mut b, jobs, Some(applied))?;
-        self.with_db(|db| {
-            db.apply_batch(b).map_err(|e| {
-                if sled_disk_full(&e) {
-                    self.disk_full("write", &e)
-                } else {
-                    sled_err("apply", e)
-                }
-            })
-        })
-    }
-
-    /// Deletes everything in sled only (held changes stay): before rebuilding a reopened sled
-    /// that fell behind the journal's base.
-    pub fn clear_sled(&self) -> Result<()> {
-        self.with_db(|db| db.clear().map_err(|e| sled_err("clear", e)))
+        *g = Some(db);
+        drop(g);
+        self.flush_held()
     }
 
     /// Applies records atomically, with `applied_seq` = the last record's seq.
@@ -449,7 +444,7 @@ impl Store {
             // Last state per job in this group: Some = put, None = delete.
             let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
             for op in ops.clone() {
-                self.stage(&mut b, &mut jobs, op, false)?;
+                self.stage(&mut b, &mut jobs, op)?;
             }
             self.finish(&mut b, jobs, applied)?;
             match self.with_db(|db| Ok(db.apply_batch(b)))? {
@@ -463,7 +458,7 @@ impl Store {
         let mut ch: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
         for op in ops {
-            self.stage(&mut ch, &mut jobs, op, false)?;
+            self.stage(&mut ch, &mut jobs, op)?;
         }
         self.finish(&mut ch, jobs, applied)?;
         let mut h = self.inner.held.lock();
@@ -527,13 +522,11 @@ impl Store {
         Ok(())
     }
 
-    /// Stages one op; `sled_only` reads the current state from sled alone (catch-up).
     fn stage(
         &self,
         b: &mut impl Sink,
         jobs: &mut HashMap<JobId, Option<Stored>>,
         op: &Op,
-        sled_only: bool,
     ) -> Result<()> {
         match op {
             Op::Enqueue { jobs: recs } => {
@@ -546,7 +539,6 @@ impl Store {
                 for m in metas {
                     let cur = match jobs.get(&m.id) {
                         Some(v) => v.clone(),
-                        None if sled_only => self.sled_stored(m.id)?,
                         None => self.stored(m.id)?,
                     };
                     // A job missing here was deleted later in the journal (fuzzy base replay):
@@ -590,14 +582,6 @@ impl Store {
 
     fn stored(&self, id: JobId) -> Result<Option<Stored>> {
         match self.get(&job_key(id))? {
-            Some(v) => dec(&v, "job").map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn sled_stored(&self, id: JobId) -> Result<Option<Stored>> {
-        let v = self.with_db(|db| db.get(job_key(id)).map_err(|e| sled_err("read", e)))?;
-        match v {
             Some(v) => dec(&v, "job").map(Some),
             None => Ok(None),
         }

@@ -96,7 +96,7 @@ pub fn run(
                             heal_wait = HEAL_FIRST;
                         }
                         Err(e) => {
-                            tracing::debug!(error = %e, "the state store still cannot write; retrying");
+                            tracing::warn!(error = %e, "the state store still cannot write; retrying");
                             heal_wait = (heal_wait * 2).min(HEAL_MAX);
                             heal_at = Some(Instant::now() + heal_wait);
                         }
@@ -173,10 +173,8 @@ pub fn heal(store: &Store, journal_dir: &Path) -> Result<()> {
         return Err(first);
     }
     tracing::info!(dir = %store.dir().display(), error = %first, free, "reopening the state store to clear its write error");
-    store.reopen()?;
     let upto = store.applied_seq()?;
-    catch_up(store, journal_dir, upto)?;
-    store.flush_held()
+    store.reopen_with(|fresh| catch_up(fresh, journal_dir, upto))
 }
 
 /// Free bytes for unprivileged writers (`f_bavail` of `statvfs`).
@@ -189,17 +187,16 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Brings sled itself (not the held overlay) up to journal seq `upto`: replays the records
-/// above what sled holds, from the base when sled fell behind it. Reads only records the
-/// applier has seen (so complete, even in the segment being appended to) and never changes a
-/// journal file.
+/// Brings a freshly reopened store up to journal seq `upto`: replays the records above what it
+/// holds, from the base when it fell behind it. Reads only records the applier has seen (so
+/// complete, even in the segment being appended to) and never changes a journal file.
 fn catch_up(store: &Store, dir: &Path, upto: u64) -> Result<()> {
     const CHUNK: usize = 2048;
     let manifest = Manifest::load(dir)?.ok_or_else(|| {
         Error::Backend(format!("no manifest in {} to catch up from", dir.display()))
     })?;
     let base_seq = manifest.base.map(|(_, s)| s).unwrap_or(0);
-    let mut from = store.sled_applied_seq()?;
+    let mut from = store.applied_seq()?;
     if from >= upto {
         return Ok(());
     }
@@ -217,18 +214,18 @@ fn catch_up(store: &Store, dir: &Path, upto: u64) -> Result<()> {
             "the reopened state store is behind the journal's base; rebuilding it"
         );
         let (n, seq) = manifest.base.unwrap_or((0, 0));
-        store.clear_sled()?;
+        store.clear()?;
         let path = dir.join(base_name(n));
         let mut ops = Vec::new();
         scan_file(&path, Some(0), |_, body| {
             ops.push(decode(&path, body)?);
             if ops.len() >= CHUNK {
-                store.apply_to_sled(&ops, 0)?;
+                store.apply_ops(&ops, 0)?;
                 ops.clear();
             }
             Ok(())
         })?;
-        store.apply_to_sled(&ops, seq)?;
+        store.apply_ops(&ops, seq)?;
         from = seq;
     }
     let mut reached = from;
@@ -241,14 +238,14 @@ fn catch_up(store: &Store, dir: &Path, upto: u64) -> Result<()> {
                 ops.push(decode(&path, body)?);
                 last = seq;
                 if ops.len() >= CHUNK {
-                    store.apply_to_sled(&ops, seq)?;
+                    store.apply_ops(&ops, seq)?;
                     ops.clear();
                 }
             }
             Ok(())
         })?;
         if !ops.is_empty() {
-            store.apply_to_sled(&ops, last)?;
+            store.apply_ops(&ops, last)?;
         }
         reached = reached.max(last);
     }

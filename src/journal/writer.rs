@@ -332,7 +332,14 @@ impl Writer {
         if let Some(h) = self.applier.take() {
             let _ = h.join();
         }
-        self.store.flush()
+        match self.store.flush() {
+            // The journal holds every record; the next open replays what sled lacks.
+            Err(e @ Error::DiskFull { .. }) => {
+                tracing::warn!(error = %e, "cannot flush the state store on a full disk; the next open replays the journal");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn poisoned(&self) -> Option<String> {

@@ -68,9 +68,28 @@ struct Inner {
     next_id: AtomicU64,
     /// Changes applied while sled could not write them (disk full): read on top of sled.
     held: Mutex<Held>,
-    /// Fast check: `held` is not empty.
+    /// Set while changes are held: nothing is written to sled until they are.
     holding: AtomicBool,
+    /// Seq of the last group applied (to sled or held).
+    last_applied: AtomicU64,
+    /// Bumped by every reopen.
+    generation: AtomicU64,
+    /// Serialises reopening and writing the held changes.
+    maintenance: Mutex<()>,
+    /// Brings a reopened store up to a seq from the journal (set by the journal writer).
+    catch_up: Mutex<Option<CatchUp>>,
 }
+
+/// See [`Store::set_catch_up`].
+pub type CatchUp = Arc<dyn Fn(&Store, u64) -> Result<()> + Send + Sync>;
+
+/// Space kept in reserve next to `state/` (files `state.reserve.N`, [`RESERVES`] of them),
+/// one released each time sled must be reopened on a full disk (opening sled writes), all taken
+/// again once space returns.
+pub const RESERVE_BYTES: u64 = 2 << 20;
+
+/// Number of reserve files.
+pub const RESERVES: usize = 3;
 
 #[derive(Default)]
 struct Held {
@@ -192,7 +211,15 @@ pub struct DedupEntry {
 impl Store {
     /// Opens sled in `dir`. Fails if sled cannot open it (the caller then rebuilds).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = open_db(dir, cache_bytes)?;
+        let db = match open_db(dir, cache_bytes) {
+            Ok(db) => db,
+            // Opening sled writes: on a full disk, use the space reserve.
+            Err(e) if release_one(dir) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot open the state store; released the space reserve and trying again");
+                open_db(dir, cache_bytes)?
+            }
+            Err(e) => return Err(e),
+        };
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -201,11 +228,71 @@ impl Store {
                 next_id: AtomicU64::new(0),
                 held: Mutex::new(Held::default()),
                 holding: AtomicBool::new(false),
+                last_applied: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
+                maintenance: Mutex::new(()),
+                catch_up: Mutex::new(None),
             }),
         };
         let next = store.get(K_NEXT_ID)?.map(|v| u64_of(&v)).unwrap_or(0);
         store.inner.next_id.store(next, Ordering::Relaxed);
+        let applied = store.get(K_APPLIED)?.map(|v| u64_of(&v)).unwrap_or(0);
+        store.inner.last_applied.store(applied, Ordering::Relaxed);
+        store.take_reserve();
         Ok(store)
+    }
+
+    /// Sets how a reopened store is caught up from the journal (the journal writer does this).
+    pub fn set_catch_up(&self, f: CatchUp) {
+        *self.inner.catch_up.lock() = Some(f);
+    }
+
+    /// Takes the reserve files not held yet (best effort: on a full disk there is nothing to
+    /// take).
+    pub fn take_reserve(&self) {
+        for i in 0..RESERVES {
+            take_one(&reserve_path(&self.inner.dir, i));
+        }
+    }
+
+    /// Gives one reserve file back to the file system; true if there was one.
+    fn release_reserve(&self) -> bool {
+        release_one(&self.inner.dir)
+    }
+
+    /// After sled failed a *read* with its sticky write error: reopen it (from the reserve's
+    /// space), caught up from the journal into memory, without writing anything to it.
+    fn recover_reads(&self, generation: u64) -> Result<()> {
+        if self.inner.generation.load(Ordering::Acquire) != generation {
+            return Ok(()); // reopened meanwhile
+        }
+        let Some(cu) = self.inner.catch_up.lock().clone() else {
+            return Err(Error::Backend(
+                "state store: it failed on a full disk and cannot be reopened here".into(),
+            ));
+        };
+        if !self.release_reserve() {
+            return Err(Error::Backend(
+                "state store: it fails reads after a write error on a full disk, and no space is left to reopen it; free some space".into(),
+            ));
+        }
+        let upto = self.inner.last_applied.load(Ordering::Acquire);
+        tracing::warn!(dir = %self.inner.dir.display(), upto, "the state store fails reads after a write error on a full disk; reopening it read-only until space returns");
+        self.reopen_with(false, |fresh| cu(fresh, upto))
+    }
+
+    /// Runs a sled read; if sled fails it with its sticky disk-full error, reopens sled once
+    /// (see [`Store::recover_reads`]) and reads again.
+    fn sled_read<T>(&self, f: impl Fn(&sled::Db) -> sled::Result<T>) -> Result<T> {
+        let gen = self.inner.generation.load(Ordering::Acquire);
+        match self.with_db(|db| Ok(f(db)))? {
+            Ok(v) => Ok(v),
+            Err(e) if sled_disk_full(&e) => {
+                self.recover_reads(gen)?;
+                self.with_db(|db| f(db).map_err(|e| sled_err("read", e)))
+            }
+            Err(e) => Err(sled_err("read", e)),
+        }
     }
 
     /// The `state/` directory.
@@ -245,18 +332,46 @@ impl Store {
                 return Ok(v.as_deref().map(IVec::from));
             }
         }
-        self.with_db(|db| db.get(key).map_err(|e| sled_err("read", e)))
+        self.sled_read(|db| db.get(key))
     }
 
     /// Calls `f` with every live (key, value) under `prefix`, in key order: sled merged with
-    /// the held overlay.
+    /// the held overlay. If sled fails mid-way with its sticky disk-full error, it is reopened
+    /// (see [`Store::recover_reads`]) and the scan resumes after the last key given to `f`.
     fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let mut after: Option<Vec<u8>> = None;
+        for attempt in 0..2 {
+            let gen = self.inner.generation.load(Ordering::Acquire);
+            let from = after.clone();
+            match self.scan_from(prefix, from.as_deref(), &mut after, &mut f)? {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == 0 && sled_disk_full(&e) => self.recover_reads(gen)?,
+                Err(e) => return Err(sled_err("scan", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One scan pass over keys under `prefix` greater than `from`; records the last key given
+    /// to `f` in `last`. A sled error is returned inside `Ok` (to resume after a reopen).
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        last: &mut Option<Vec<u8>>,
+        f: &mut impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<sled::Result<()>> {
+        use std::ops::Bound;
+        let lower = match from {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
         let over: Vec<(Vec<u8>, Option<Vec<u8>>)> = if self.holding() {
             self.inner
                 .held
                 .lock()
                 .kv
-                .range(prefix.to_vec()..)
+                .range((lower.clone(), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
@@ -265,30 +380,46 @@ impl Store {
         };
         self.with_db(|db| {
             let mut over = over.into_iter().peekable();
-            for kv in db.scan_prefix(prefix) {
-                let (k, v) = kv.map_err(|e| sled_err("scan", e))?;
+            let mut emit = |k: &[u8], v: &[u8], last: &mut Option<Vec<u8>>| {
+                *last = Some(k.to_vec());
+                f(k, v)
+            };
+            for kv in db
+                .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+                .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            {
+                let (k, v) = match kv {
+                    Ok(kv) => kv,
+                    Err(e) => return Ok(Err(e)),
+                };
                 while let Some((ok, _)) = over.peek() {
                     if ok.as_slice() >= &k[..] {
                         break;
                     }
-                    if let Some((ok, Some(ov))) = over.next() {
-                        f(&ok, &ov)?;
+                    if let Some((ok, ov)) = over.next() {
+                        match ov {
+                            Some(ov) => emit(&ok, &ov, last)?,
+                            None => *last = Some(ok),
+                        }
                     }
                 }
                 if over.peek().is_some_and(|(ok, _)| ok.as_slice() == &k[..]) {
-                    if let Some((ok, Some(ov))) = over.next() {
-                        f(&ok, &ov)?;
+                    if let Some((ok, ov)) = over.next() {
+                        match ov {
+                            Some(ov) => emit(&ok, &ov, last)?,
+                            None => *last = Some(ok),
+                        }
                     }
                     continue;
                 }
-                f(&k, &v)?;
+                emit(&k, &v, last)?;
             }
             for (ok, ov) in over {
                 if let Some(ov) = ov {
-                    f(&ok, &ov)?;
+                    emit(&ok, &ov, last)?;
                 }
             }
-            Ok(())
+            Ok(Ok(()))
         })
     }
 
@@ -338,6 +469,11 @@ impl Store {
     /// Writes the held changes to sled; on success nothing is held anymore. On a full disk
     /// the changes stay held and [`Error::DiskFull`] is returned.
     pub fn flush_held(&self) -> Result<()> {
+        let _m = self.inner.maintenance.lock();
+        self.flush_held_locked()
+    }
+
+    fn flush_held_locked(&self) -> Result<()> {
         if !self.holding() {
             return Ok(());
         }
@@ -375,7 +511,12 @@ impl Store {
     /// changes —; then the held changes go on top and are written if sled can. Readers wait
     /// meanwhile and never see a half-caught-up sled. If `catch_up` fails otherwise, sled stays
     /// closed (reads fail with a clear error) until a later attempt succeeds.
-    pub fn reopen_with(&self, catch_up: impl FnOnce(&Store) -> Result<()>) -> Result<()> {
+    pub fn reopen_with(
+        &self,
+        write: bool,
+        catch_up: impl FnOnce(&Store) -> Result<()>,
+    ) -> Result<()> {
+        let _m = self.inner.maintenance.lock();
         let mut g = self.inner.db.write();
         // Drop the old handle first: sled locks its files.
         drop(g.take());
@@ -401,10 +542,21 @@ impl Store {
                 db: RwLock::new(Some(db.clone())),
                 next_id: AtomicU64::new(self.next_id()),
                 held: Mutex::new(Held::default()),
-                holding: AtomicBool::new(false),
+                // Not writing: everything the catch-up applies is held in memory.
+                holding: AtomicBool::new(!write),
+                last_applied: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
+                maintenance: Mutex::new(()),
+                catch_up: Mutex::new(None),
             }),
         };
-        catch_up(&fresh)?;
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = catch_up(&fresh) {
+            drop(fresh);
+            // Closed rather than behind: reads fail clearly until a later attempt.
+            drop(db);
+            return Err(e);
+        }
         // The catch-up's own held changes below, ours on top.
         let mut merged = std::mem::take(&mut *fresh.inner.held.lock());
         drop(fresh);
@@ -415,10 +567,16 @@ impl Store {
                 merged.kv.insert(k, v);
             }
             *h = merged;
+            // Nothing reaches sled until the held changes are written.
+            self.inner.holding.store(true, Ordering::Release);
         }
         *g = Some(db);
         drop(g);
-        self.flush_held()
+        if write {
+            self.flush_held_locked()
+        } else {
+            Ok(())
+        }
     }
 
     /// Applies records atomically, with `applied_seq` = the last record's seq.
@@ -447,12 +605,20 @@ impl Store {
                 self.stage(&mut b, &mut jobs, op)?;
             }
             self.finish(&mut b, jobs, applied)?;
-            match self.with_db(|db| Ok(db.apply_batch(b)))? {
-                Ok(()) => return Ok(()),
-                Err(e) if sled_disk_full(&e) => {
+            // Checked again under the lock: a reopen may have started holding meanwhile.
+            let r = self.with_db(|db| Ok((!self.holding()).then(|| db.apply_batch(b))))?;
+            match r {
+                None => {}
+                Some(Ok(())) => {
+                    if let Some(seq) = applied {
+                        self.inner.last_applied.store(seq, Ordering::Release);
+                    }
+                    return Ok(());
+                }
+                Some(Err(e)) if sled_disk_full(&e) => {
                     tracing::warn!(dir = %self.inner.dir.display(), error = %e, "the state store cannot write (disk full); holding its changes in memory until space returns (the journal has them)");
                 }
-                Err(e) => return Err(sled_err("apply", e)),
+                Some(Err(e)) => return Err(sled_err("apply", e)),
             }
         }
         let mut ch: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -467,6 +633,9 @@ impl Store {
             h.kv.insert(k, v);
         }
         self.inner.holding.store(true, Ordering::Release);
+        if let Some(seq) = applied {
+            self.inner.last_applied.store(seq, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -700,6 +869,45 @@ impl Store {
             })
         })
     }
+}
+
+fn reserve_path(state_dir: &Path, i: usize) -> PathBuf {
+    state_dir.with_extension(format!("reserve.{i}"))
+}
+
+fn take_one(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+        return;
+    }
+    let ok = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open descriptor; fallocate only allocates blocks to it.
+            let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, RESERVE_BYTES as i64) };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f.sync_all()
+        });
+    if ok.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Removes one reserve file of `state_dir`; true if there was one.
+fn release_one(state_dir: &Path) -> bool {
+    for i in 0..RESERVES {
+        let path = reserve_path(state_dir, i);
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::warn!(file = %path.display(), bytes = RESERVE_BYTES, "disk full: released a space reserve so the state store can reopen");
+            return true;
+        }
+    }
+    false
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {

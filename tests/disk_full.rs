@@ -256,7 +256,13 @@ fn assert_disk_full(e: &Error, data: &Path) {
 /// stats, jobs and get see exactly the acknowledged jobs.
 async fn check_reads(q: &Queue, acked: &Acked) {
     let want: BTreeMap<JobId, Vec<u8>> = acked.iter().cloned().collect();
-    let got = dur_util::jobs(q).await;
+    let got: BTreeMap<JobId, Vec<u8>> = match q.list("q", None, usize::MAX).await {
+        Ok(v) => v.into_iter().map(|j| (j.id, j.payload)).collect(),
+        Err(e) => {
+            dump_log();
+            panic!("jobs failed: {e}");
+        }
+    };
     assert_eq!(
         got.len(),
         want.len(),
@@ -277,6 +283,13 @@ async fn check_reads(q: &Queue, acked: &Acked) {
             .unwrap()
             .expect("get finds an acknowledged job");
         assert_eq!(&j.payload, p);
+    }
+}
+
+/// Prints what the store logged (on a failure).
+fn dump_log() {
+    for l in dur_util::log_lines("durq") {
+        eprintln!("LOG {}", &l[..l.len().min(400)]);
     }
 }
 
@@ -322,8 +335,11 @@ async fn full_on_append_then_heals_without_reopen() {
     let (more, err) = enqueue_until_full(&q, 1000).await;
     acked.extend(more);
     assert_disk_full(&err, &data);
-    // Not poisoned: the next write is refused the same way, for the same reason.
-    assert_disk_full(&enqueue(&q, 90_000).await.unwrap_err(), &data);
+    // Not poisoned: later writes are refused the same way, for the same reason (or stored, if
+    // space was freed meanwhile, such as the state store's reserve).
+    let (more, err) = enqueue_until_full(&q, 90_000).await;
+    acked.extend(more);
+    assert_disk_full(&err, &data);
     let batch = (0..3)
         .map(|i| NewJob::new("q", dur_util::payload(91_000 + i, 200)))
         .collect();
@@ -406,7 +422,9 @@ async fn full_at(
     let (more, err) = enqueue_until_full(&q, 100_000).await;
     acked.extend(more);
     assert_disk_full(&err, &data);
-    assert_disk_full(&enqueue(&q, 110_000).await.unwrap_err(), &data);
+    let (more, err) = enqueue_until_full(&q, 110_000).await;
+    acked.extend(more);
+    assert_disk_full(&err, &data);
     check_reads(&q, &acked).await;
     let m = manifest(&data);
     if site != Site::Base {
@@ -417,7 +435,9 @@ async fn full_at(
         m.segments.len(),
         "no half-made segment is left"
     );
-    assert_eq!(m.base, None, "no base was installed on the full disk");
+    if site != Site::Base {
+        assert_eq!(m.base, None, "no base was installed on the full disk");
+    }
     assert!(std::fs::read_dir(data.join("journal")).unwrap().all(|e| !e
         .unwrap()
         .file_name()

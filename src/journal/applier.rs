@@ -164,17 +164,25 @@ pub fn run(
 /// Writes held changes to the state store, reopening sled and catching it up from the
 /// journal when its error is sticky. `Ok` once nothing is held.
 pub fn heal(store: &Store, journal_dir: &Path) -> Result<()> {
-    let first = match store.flush_held() {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
     let free = free_bytes(store.dir()).unwrap_or(0);
     if free < 2 * store.held_bytes() as u64 + HEAL_ROOM {
-        return Err(first);
+        return Err(Error::DiskFull {
+            dir: store.dir().parent().unwrap_or(store.dir()).to_path_buf(),
+            detail: format!("{free} bytes free; waiting for more before writing the state store"),
+        });
     }
+    let first = match store.flush_held() {
+        Ok(()) => {
+            store.take_reserve();
+            return Ok(());
+        }
+        Err(e) => e,
+    };
     tracing::info!(dir = %store.dir().display(), error = %first, free, "reopening the state store to clear its write error");
     let upto = store.applied_seq()?;
-    store.reopen_with(|fresh| catch_up(fresh, journal_dir, upto))
+    store.reopen_with(true, |fresh| catch_up(fresh, journal_dir, upto))?;
+    store.take_reserve();
+    Ok(())
 }
 
 /// Free bytes for unprivileged writers (`f_bavail` of `statvfs`).
@@ -190,7 +198,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 /// Brings a freshly reopened store up to journal seq `upto`: replays the records above what it
 /// holds, from the base when it fell behind it. Reads only records the applier has seen (so
 /// complete, even in the segment being appended to) and never changes a journal file.
-fn catch_up(store: &Store, dir: &Path, upto: u64) -> Result<()> {
+pub fn catch_up(store: &Store, dir: &Path, upto: u64) -> Result<()> {
     const CHUNK: usize = 2048;
     let manifest = Manifest::load(dir)?.ok_or_else(|| {
         Error::Backend(format!("no manifest in {} to catch up from", dir.display()))

@@ -202,6 +202,12 @@ impl Writer {
         // a flood of writes (fsync `no`, big batches) cannot queue unapplied records without
         // limit (they are held in memory until applied).
         let (apply_tx, apply_rx) = crossbeam_channel::bounded(applier::MAX_BEHIND);
+        {
+            let jdir = cfg.dir.clone();
+            store.set_catch_up(Arc::new(move |fresh, upto| {
+                applier::catch_up(fresh, &jdir, upto)
+            }));
+        }
         let applier = {
             let store = store.clone();
             let applied = applied.clone();

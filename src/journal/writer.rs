@@ -28,7 +28,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::journal::applier::{self, ApplyMsg};
 use crate::journal::faults::{Faults, WriteFault};
-use crate::journal::format::{base_name, encode_record, segment_name, FileHeader, FileKind};
+use crate::journal::format::{
+    base_name, encode_record, segment_name, FileHeader, FileKind, HEADER_LEN,
+};
 use crate::journal::fsutil::fsync_dir;
 use crate::journal::manifest::{Manifest, SegEntry};
 use crate::options::FsyncPolicy;
@@ -129,6 +131,12 @@ pub struct Writer {
     base_bytes: u64,
     rewriting: bool,
     failed: bool,
+    /// Why the last append failed (answered to batches refused until `resync`).
+    last_failure: Option<Error>,
+    /// After a failed segment roll: not before this time, and the wait after the next failure.
+    roll_retry: Option<(Instant, Duration)>,
+    /// After a failed rewrite on a full disk: not before this time, and the next wait.
+    rewrite_retry: Option<(Instant, Duration)>,
     sync: Arc<SyncShared>,
     syncer: Option<std::thread::JoinHandle<()>>,
     store: Store,
@@ -194,10 +202,17 @@ impl Writer {
         // a flood of writes (fsync `no`, big batches) cannot queue unapplied records without
         // limit (they are held in memory until applied).
         let (apply_tx, apply_rx) = crossbeam_channel::bounded(applier::MAX_BEHIND);
+        {
+            let jdir = cfg.dir.clone();
+            store.set_catch_up(Arc::new(move |fresh, upto| {
+                applier::catch_up(fresh, &jdir, upto)
+            }));
+        }
         let applier = {
             let store = store.clone();
             let applied = applied.clone();
             let shared = sync.clone();
+            let jdir = cfg.dir.clone();
             std::thread::Builder::new()
                 .name("durq-apply".into())
                 .spawn(move || {
@@ -205,6 +220,7 @@ impl Writer {
                         store,
                         applied,
                         apply_rx,
+                        jdir,
                         Box::new(move |why| {
                             tracing::error!(%why, "journal poisoned: refusing writes until reopened");
                             let mut st = shared.state.lock();
@@ -240,6 +256,9 @@ impl Writer {
             base_bytes,
             rewriting: false,
             failed: false,
+            last_failure: None,
+            roll_retry: None,
+            rewrite_retry: None,
             sync,
             syncer,
             store,
@@ -319,7 +338,14 @@ impl Writer {
         if let Some(h) = self.applier.take() {
             let _ = h.join();
         }
-        self.store.flush()
+        match self.store.flush() {
+            // The journal holds every record; the next open replays what sled lacks.
+            Err(e @ Error::DiskFull { .. }) => {
+                tracing::warn!(error = %e, "cannot flush the state store on a full disk; the next open replays the journal");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn poisoned(&self) -> Option<String> {
@@ -348,12 +374,15 @@ impl Writer {
             }
             if self.failed {
                 let refused = || {
-                    Err(Error::io(
+                    match &self.last_failure {
+                    Some(e @ Error::DiskFull { .. }) => Err(e.duplicate()),
+                    _ => Err(Error::io(
                         format!("append to {} refused", self.path.display()),
                         std::io::Error::other(
                             "an earlier append failed and the queue is reloading its state; try again",
                         ),
-                    ))
+                    )),
+                }
                 };
                 answer(b.written, refused());
                 answer(b.replies, refused());
@@ -375,6 +404,7 @@ impl Writer {
         if !buf.is_empty() {
             if let Err(e) = self.append(&buf) {
                 self.failed = true;
+                self.last_failure = Some(e.duplicate());
                 // The engine reloads from the state store: it must hold every written record.
                 self.apply_barrier();
                 // Tell the engine before any caller sees the error, so that no later command
@@ -415,13 +445,53 @@ impl Writer {
                 let _ = tx.send(ApplyMsg::Records(records));
             }
         }
-        if self.len >= self.cfg.segment_bytes {
-            if let Err(e) = self.rotate() {
-                self.poison(format!("cannot start a new journal segment: {e}"));
+        if self.len >= self.cfg.segment_bytes && due(self.roll_retry) {
+            if self.try_rotate().is_err() {
                 return;
             }
         }
         self.maybe_rewrite();
+    }
+
+    /// The data directory (the parent of `journal/`).
+    fn data_dir(&self) -> PathBuf {
+        self.cfg
+            .dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.cfg.dir.clone())
+    }
+
+    /// Turns an I/O error that means "disk full" into [`Error::DiskFull`].
+    fn typed(&self, e: Error) -> Error {
+        if is_disk_full(&e) {
+            Error::DiskFull {
+                dir: self.data_dir(),
+                detail: e.to_string(),
+            }
+        } else {
+            e
+        }
+    }
+
+    /// Rolls to a new segment; on failure keeps the current one and schedules a retry (a
+    /// failed fsync has poisoned the writer already).
+    fn try_rotate(&mut self) -> Result<()> {
+        match self.rotate() {
+            Ok(()) => {
+                self.roll_retry = None;
+                Ok(())
+            }
+            Err(e) => {
+                let wait = self
+                    .roll_retry
+                    .map(|(_, w)| (w * 2).min(RETRY_MAX))
+                    .unwrap_or(RETRY_FIRST);
+                self.roll_retry = Some((Instant::now() + wait, wait));
+                tracing::warn!(error = %e, file = %self.path.display(), retry_in_ms = wait.as_millis() as u64, "cannot start a new journal segment; appending to the current one and retrying later");
+                Err(e)
+            }
+        }
     }
 
     fn append(&mut self, buf: &[u8]) -> Result<()> {
@@ -444,6 +514,22 @@ impl Writer {
                 self.journal_bytes += buf.len() as u64;
                 Ok(())
             }
+            Err(e) if Error::is_disk_full_io(&e) => {
+                if let Err(te) = self.file.set_len(self.len) {
+                    self.poison(format!(
+                        "cannot truncate {} after a failed write: {te}",
+                        self.path.display()
+                    ));
+                }
+                tracing::warn!(file = %self.path.display(), error = %e, "journal append failed: disk full; truncated back");
+                Err(Error::DiskFull {
+                    dir: self.data_dir(),
+                    detail: format!(
+                        "cannot append to journal segment {}: {e}",
+                        self.path.display()
+                    ),
+                })
+            }
             Err(e) => {
                 // Cut off whatever part of the write landed.
                 if let Err(te) = self.file.set_len(self.len) {
@@ -462,24 +548,33 @@ impl Writer {
     }
 
     fn fdatasync(&self) -> Result<()> {
-        if let Some(f) = &self.cfg.faults {
-            f.on_sync(&self.path)
-                .map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))?;
-        }
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))
+        let t = Instant::now();
+        let r = (|| {
+            if let Some(f) = &self.cfg.faults {
+                f.on_sync(&self.path)?;
+            }
+            self.file.sync_data()
+        })();
+        crate::metrics::fsync::observe(&self.path, t.elapsed());
+        r.map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))
     }
 
     fn mark_dirty_and_wait_stall(&self) {
         let mut st = self.sync.state.lock();
         st.dirty = true;
+        let mut waited = None;
         while let Some(since) = st.since {
             if since.elapsed() < Duration::from_secs(2) {
                 break;
             }
             // A sync has been pending for over 2 s: hold answers until it is done.
+            waited.get_or_insert_with(Instant::now);
             self.sync.cv.wait_for(&mut st, Duration::from_millis(100));
+        }
+        if let Some(t) = waited {
+            let path = st.path.clone();
+            drop(st);
+            crate::metrics::fsync::append_waited(&path, t.elapsed());
         }
     }
 
@@ -530,20 +625,40 @@ impl Writer {
         }
     }
 
-    /// Syncs the active segment, starts the next one and names it in the manifest.
+    /// Syncs the active segment, starts the next one and names it in the manifest. On a full
+    /// disk nothing changes (the half-made segment is removed) and the error is
+    /// [`Error::DiskFull`]; a failed fsync poisons.
     fn rotate(&mut self) -> Result<()> {
-        self.fdatasync()?;
+        if let Err(e) = self.fdatasync() {
+            self.poison(e.to_string());
+            return Err(e);
+        }
         let number = self.number + 1;
         let path = self.cfg.dir.join(segment_name(number));
-        let file = create_journal_file(&path, FileKind::Segment, number, self.last_seq)?;
-        fsync_dir(&self.cfg.dir)?;
+        let undo = |e: Error| {
+            let _ = fs::remove_file(&path);
+            e
+        };
+        let file = inject(self.cfg.faults.as_deref(), &path, HEADER_LEN)
+            .and_then(|()| create_journal_file(&path, FileKind::Segment, number, self.last_seq))
+            .map_err(|e| self.typed(undo(e)))?;
+        if let Err(e) = fsync_dir(&self.cfg.dir) {
+            let e = self.typed(undo(e));
+            if !matches!(e, Error::DiskFull { .. }) {
+                self.poison(e.to_string());
+            }
+            return Err(e);
+        }
         self.step("rotate:segment-created");
         let mut m = self.manifest.clone();
         m.segments.push(SegEntry {
             number,
             start_seq: self.last_seq,
         });
-        m.store(&self.cfg.dir)?;
+        if let Err(e) = self.store_manifest(&m) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.manifest = m;
         self.file = Arc::new(file);
         self.path = path.clone();
@@ -557,15 +672,47 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes `m` as the manifest. When that fails, reads the manifest back: if the new one is
+    /// in place (only the directory fsync failed) it is kept — and a failed fsync poisons —;
+    /// if the old one is, nothing changed and the (typed) error is returned; otherwise poisons.
+    fn store_manifest(&mut self, m: &Manifest) -> Result<()> {
+        let tmp = self.cfg.dir.join("MANIFEST.tmp");
+        let stored = inject(self.cfg.faults.as_deref(), &tmp, m.encode().len())
+            .and_then(|()| m.store(&self.cfg.dir));
+        let e = match stored {
+            Ok(()) => return Ok(()),
+            Err(e) => self.typed(e),
+        };
+        let _ = fs::remove_file(self.cfg.dir.join("MANIFEST.tmp"));
+        match Manifest::load(&self.cfg.dir) {
+            Ok(Some(on_disk)) if &on_disk == m => {
+                if matches!(e, Error::DiskFull { .. }) {
+                    tracing::warn!(error = %e, "the new manifest is in place but the directory fsync failed on a full disk; continuing");
+                } else {
+                    self.poison(format!("manifest written but not synced: {e}"));
+                }
+                Ok(())
+            }
+            Ok(Some(on_disk)) if on_disk == self.manifest => Err(e),
+            other => {
+                self.poison(format!(
+                    "cannot tell which manifest is in force after a failed write ({e}; read back: {other:?})"
+                ));
+                Err(e)
+            }
+        }
+    }
+
     fn maybe_rewrite(&mut self) {
         if self.rewriting
             || self.journal_bytes < self.cfg.rewrite_min_bytes
             || self.journal_bytes < 2 * self.base_bytes
+            || !due(self.rewrite_retry)
         {
             return;
         }
-        if let Err(e) = self.rotate() {
-            self.poison(format!("cannot start a new journal segment: {e}"));
+        if let Err(e) = self.try_rotate() {
+            self.rewrite_failed(&e);
             return;
         }
         self.apply_barrier();
@@ -616,23 +763,41 @@ impl Writer {
         }
     }
 
+    /// After a failed rewrite: on a full disk, retry with backoff; otherwise wait for the
+    /// journal to grow by another `rewrite_min`.
+    fn rewrite_failed(&mut self, e: &Error) {
+        if matches!(e, Error::DiskFull { .. }) {
+            let wait = self
+                .rewrite_retry
+                .map(|(_, w)| (w * 2).min(RETRY_MAX))
+                .unwrap_or(RETRY_FIRST);
+            self.rewrite_retry = Some((Instant::now() + wait, wait));
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "journal rewrite failed on a full disk; keeping the old files and retrying later");
+        } else {
+            tracing::warn!(error = %e, "journal rewrite failed; keeping the old files");
+            // Do not retry at once: wait for the journal to grow by another rewrite_min.
+            self.base_bytes = self.journal_bytes;
+        }
+    }
+
     fn install_base(&mut self, number: u64, seq: u64, bytes: u64, result: Result<()>) {
         self.rewriting = false;
         if let Err(e) = result {
-            tracing::warn!(error = %e, "journal rewrite failed; keeping the old files");
             let _ = fs::remove_file(self.cfg.dir.join(base_name(number)));
-            // Do not retry at once: wait for the journal to grow by another rewrite_min.
-            self.base_bytes = self.journal_bytes;
+            let e = self.typed(e);
+            self.rewrite_failed(&e);
             return;
         }
         let old = self.manifest.clone();
         let mut m = old.clone();
         m.base = Some((number, seq));
         m.segments.retain(|s| s.number >= number);
-        if let Err(e) = m.store(&self.cfg.dir) {
-            tracing::warn!(error = %e, "cannot install the rewritten base; keeping the old files");
+        if let Err(e) = self.store_manifest(&m) {
+            let _ = fs::remove_file(self.cfg.dir.join(base_name(number)));
+            self.rewrite_failed(&e);
             return;
         }
+        self.rewrite_retry = None;
         self.step("rewrite:manifest-written");
         self.manifest = m;
         if let Some((n, _)) = old.base {
@@ -660,6 +825,40 @@ impl Writer {
             journal_bytes = self.journal_bytes,
             "journal rewrite done"
         );
+    }
+}
+
+/// Asks the fault hook about a write of `len` bytes to `path` (segment and base headers, base
+/// records, the manifest): a fault becomes the I/O error the write would have returned.
+fn inject(faults: Option<&dyn Faults>, path: &Path, len: usize) -> Result<()> {
+    let fault = match faults {
+        Some(f) => f.on_write(path, len),
+        None => return Ok(()),
+    };
+    match fault {
+        WriteFault::None => Ok(()),
+        WriteFault::Fail(e) | WriteFault::Short(_, e) => {
+            Err(Error::io(format!("cannot write {}", path.display()), e))
+        }
+    }
+}
+
+/// First wait before retrying a failed segment roll or rewrite on a full disk.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// True when no retry is scheduled or its time has come.
+fn due(retry: Option<(Instant, Duration)>) -> bool {
+    retry.is_none_or(|(at, _)| Instant::now() >= at)
+}
+
+/// True for an I/O error that means the disk is full.
+fn is_disk_full(e: &Error) -> bool {
+    match e {
+        Error::DiskFull { .. } => true,
+        Error::Io { source, .. } => Error::is_disk_full_io(source),
+        _ => false,
     }
 }
 
@@ -700,6 +899,7 @@ fn write_base(
     use std::io::Write;
     let path = dir.join(base_name(number));
     let _ = fs::remove_file(&path);
+    inject(faults, &path, HEADER_LEN)?;
     let file = create_journal_file(&path, FileKind::Base, number, seq)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut rec_seq = 0u64;
@@ -721,6 +921,7 @@ fn write_base(
         buf.clear();
         encode_record(&mut buf, number, rec_seq, &op.encode()?);
         size += buf.len() as u64;
+        inject(faults, &path, buf.len())?;
         w.write_all(&buf).map_err(io)
     })?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
@@ -752,10 +953,12 @@ fn syncer_loop(shared: Arc<SyncShared>, faults: Option<Arc<dyn Faults>>) {
             st.since = Some(Instant::now());
             (st.file.clone(), st.path.clone())
         };
+        let t = Instant::now();
         let res = match &faults {
             Some(f) => f.on_sync(&path).and_then(|_| file.sync_data()),
             None => file.sync_data(),
         };
+        crate::metrics::fsync::observe(&path, t.elapsed());
         let mut st = shared.state.lock();
         st.since = None;
         if let Err(e) = res {

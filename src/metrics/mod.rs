@@ -11,6 +11,7 @@
 //! are clamped); the state lock is never held across an await.
 
 pub mod alerts;
+pub mod fsync;
 mod prometheus;
 mod snapshot;
 pub mod window;

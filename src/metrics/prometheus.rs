@@ -210,5 +210,6 @@ pub(super) fn render(st: &mut State, stats: &Stats, now: Duration) -> String {
             f64::from(u8::from(a.firing())),
         );
     }
+    super::fsync::render(&mut o.0);
     o.0
 }

@@ -17,8 +17,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::journal::faults::{observe, Faults, IoEvent};
 use crate::journal::format::FORMAT_VERSION;
-use crate::journal::fsutil::fsync_dir;
+use crate::journal::fsutil::fsync_dir_observed;
 
 /// File name of the manifest inside `journal/`.
 pub const MANIFEST: &str = "MANIFEST";
@@ -153,16 +154,40 @@ impl Manifest {
 
     /// Writes the manifest atomically into `dir` (temp, fsync, rename, fsync dir).
     pub fn store(&self, dir: &Path) -> Result<()> {
+        self.store_observed(dir, None)
+    }
+
+    /// [`Manifest::store`], reporting each I/O to the journal's test hook.
+    pub fn store_observed(&self, dir: &Path, faults: Option<&dyn Faults>) -> Result<()> {
         let tmp = dir.join("MANIFEST.tmp");
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+        let text = self.encode();
         let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-        f.write_all(self.encode().as_bytes())
+        observe(faults, IoEvent::Created { file: &tmp });
+        f.write_all(text.as_bytes())
             .map_err(|e| io("cannot write", e))?;
+        observe(
+            faults,
+            IoEvent::Wrote {
+                file: &tmp,
+                offset: 0,
+                bytes: text.as_bytes(),
+            },
+        );
+        observe(faults, IoEvent::SyncStart { path: &tmp });
         f.sync_all().map_err(|e| io("cannot fsync", e))?;
+        observe(faults, IoEvent::SyncDone { path: &tmp });
         drop(f);
         fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
-        fsync_dir(dir)
+        observe(
+            faults,
+            IoEvent::Renamed {
+                from: &tmp,
+                to: &path,
+            },
+        );
+        fsync_dir_observed(dir, faults)
     }
 
     /// Reads `dir/MANIFEST`, `None` if absent.

@@ -41,8 +41,14 @@ pub enum Mode {
     /// Per file, a prefix of the pending operations, in order, the next one possibly torn
     /// (ordered write-back: what ext4 and most file systems do for appends).
     Ordered,
-    /// Per file, any subset of the pending writes, each kept, lost or torn independently.
+    /// Per file, any subset of the pending writes, each kept, lost, or torn (some of its
+    /// sectors kept, the others lost) independently: write-back that persists pages out of
+    /// order (XFS size updates at I/O completion, overwrites of preallocated space). A lost
+    /// sector reads as zeros (or its old bytes), never as garbage.
     Reordered,
+    /// Every pending operation and directory entry change is lost: the disk holds exactly what
+    /// the fsyncs made durable.
+    LoseAll,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +93,10 @@ struct Inner {
 
 /// The simulated disk beneath `journal/`.
 pub struct PowerModel {
+    /// Named steps seen, in order (for tests that wait for one).
+    pub steps: Mutex<Option<std::sync::mpsc::Sender<String>>>,
+    /// A step at which the calling journal thread waits until the test releases it.
+    gate: Mutex<Option<(String, std::sync::mpsc::Receiver<()>)>>,
     dir: PathBuf,
     mode: Mode,
     rng: Mutex<fastrand::Rng>,
@@ -106,8 +116,8 @@ fn apply(content: &mut Vec<u8>, op: &Pend) {
     }
 }
 
-/// Applies `op` torn: each sector it touches is kept, lost or garbled.
-fn apply_torn(content: &mut Vec<u8>, op: &Pend, rng: &mut fastrand::Rng) {
+/// Applies `op` torn: each sector it touches is kept, lost or (if `garble`) garbled.
+fn apply_torn(content: &mut Vec<u8>, op: &Pend, garble: bool, rng: &mut fastrand::Rng) {
     let Pend::Write { offset, bytes } = op else {
         if rng.bool() {
             apply(content, op);
@@ -128,7 +138,7 @@ fn apply_torn(content: &mut Vec<u8>, op: &Pend, rng: &mut fastrand::Rng) {
                     bytes: part.to_vec(),
                 },
             ),
-            1 => {
+            1 if garble => {
                 let garbage: Vec<u8> = (0..part.len()).map(|_| rng.u8(..)).collect();
                 apply(
                     content,
@@ -149,6 +159,8 @@ impl PowerModel {
     /// [`PowerModel::cut_now`]).
     pub fn new(journal_dir: &Path, seed: u64, mode: Mode, cut_at: u64) -> PowerModel {
         PowerModel {
+            steps: Mutex::new(None),
+            gate: Mutex::new(None),
             dir: journal_dir.to_path_buf(),
             mode,
             rng: Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5eed_cafe)),
@@ -187,6 +199,21 @@ impl PowerModel {
             st.durable_names.insert(name, ino);
         }
         st.active = true;
+    }
+
+    /// Makes the next journal thread that reaches `step` wait until the returned sender sends
+    /// (or is dropped; at most 30 s).
+    pub fn gate(&self, step: &str) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.gate.lock() = Some((step.to_string(), rx));
+        tx
+    }
+
+    /// Named steps, as they happen.
+    pub fn watch_steps(&self) -> std::sync::mpsc::Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.steps.lock() = Some(tx);
+        rx
     }
 
     /// The test saw one more operation acknowledged.
@@ -238,7 +265,11 @@ impl PowerModel {
         let mut rng = self.rng.lock();
         // Directory: durable entries plus a prefix of the entry operations since its last fsync.
         let mut names = st.durable_names.clone();
-        let keep_ops = rng.usize(0..=st.dir_ops.len());
+        let keep_ops = if self.mode == Mode::LoseAll {
+            0
+        } else {
+            rng.usize(0..=st.dir_ops.len())
+        };
         for op in &st.dir_ops[..keep_ops] {
             match op {
                 DirOp::Create(n, ino) => {
@@ -270,7 +301,7 @@ impl PowerModel {
                         apply(&mut content, op);
                     }
                     if n < f.pending.len() && rng.bool() {
-                        apply_torn(&mut content, &f.pending[n], &mut rng);
+                        apply_torn(&mut content, &f.pending[n], true, &mut rng);
                         notes.push(format!(
                             "{name}: {n}/{} pending kept, next torn",
                             f.pending.len()
@@ -279,11 +310,14 @@ impl PowerModel {
                         notes.push(format!("{name}: {n}/{} pending kept", f.pending.len()));
                     }
                 }
+                Mode::LoseAll => {
+                    notes.push(format!("{name}: {} pending lost", f.pending.len()));
+                }
                 Mode::Reordered => {
                     for op in &f.pending {
                         match rng.u8(0..4) {
                             0 | 1 => apply(&mut content, op),
-                            2 => apply_torn(&mut content, op, &mut rng),
+                            2 => apply_torn(&mut content, op, false, &mut rng),
                             _ => {}
                         }
                     }
@@ -294,6 +328,13 @@ impl PowerModel {
         }
         st.log.extend(notes);
         st.image = Some(image);
+    }
+
+    /// Names of the files in the post-power-loss image.
+    pub fn image_names(&self) -> Vec<String> {
+        self.cut_now();
+        let st = self.inner.lock();
+        st.image.as_ref().unwrap().keys().cloned().collect()
     }
 
     /// Writes the post-power-loss image of `journal/` into `to` (created).
@@ -440,6 +481,19 @@ impl PowerModel {
 
 impl Faults for PowerModel {
     fn on_step(&self, step: &str) {
+        if let Some(tx) = &*self.steps.lock() {
+            let _ = tx.send(step.to_string());
+        }
+        let gate = {
+            let mut g = self.gate.lock();
+            match &*g {
+                Some((s, _)) if s == step => g.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, rx)) = gate {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        }
         if step == "recovery:replayed" {
             let mut st = self.inner.lock();
             if !st.active {

@@ -21,7 +21,7 @@
 //! - **no effect of a lost record**: rebuilding the state from the journal alone (state
 //!   deleted) gives `D` again.
 //!
-//! `DURQ_POWER_CUTS=N` runs N seeded cuts (default 120), `DURQ_POWER_SEED=S` replays one;
+//! `DURQ_POWER_CUTS=N` runs N seeded cuts (default 300), `DURQ_POWER_SEED=S` replays one;
 //! failing seeds are printed. `DURQ_POWER_MODE=ordered|reordered` forces the write-back model.
 
 mod power_support;
@@ -121,8 +121,8 @@ async fn open(dir: &Path, policy: FsyncPolicy, model: Option<Arc<PowerModel>>) -
 
 fn new_job(rng: &mut fastrand::Rng, n: u64) -> NewJob {
     let queue = QUEUES[rng.usize(0..QUEUES.len())];
-    let len = if rng.u8(0..10) == 0 {
-        rng.usize(2000..6000)
+    let len = if rng.u8(0..5) == 0 {
+        rng.usize(2000..8000)
     } else {
         rng.usize(1..400)
     };
@@ -284,7 +284,7 @@ impl Case {
             _ => Mode::Ordered,
         };
         let keep_state = rng.bool();
-        let nops = rng.usize(10..90);
+        let nops = rng.usize(10..100);
         // About 3 observed events per op; 1 in 8 cases cut only at the end.
         let cut_at = if rng.u8(0..8) == 0 {
             0
@@ -482,7 +482,7 @@ async fn power_cuts_keep_the_fsync_promises() {
     let seeds: Vec<u64> = match env_u64("DURQ_POWER_SEED") {
         Some(s) => vec![s],
         None => {
-            let n = env_u64("DURQ_POWER_CUTS").unwrap_or(120);
+            let n = env_u64("DURQ_POWER_CUTS").unwrap_or(300);
             let base = env_u64("DURQ_POWER_BASE").unwrap_or(0x9e37_79b9);
             (0..n)
                 .map(|i| base.wrapping_add(i.wrapping_mul(0x1000_0001)))

@@ -271,6 +271,8 @@ struct Case {
     keep_state: bool,
     nops: usize,
     cut_at: u64,
+    /// Power cuts in a row: each generation opens the previous one's recovered image.
+    gens: usize,
 }
 
 impl Case {
@@ -291,6 +293,7 @@ impl Case {
         } else {
             rng.u64(1..=(nops as u64 * 4))
         };
+        let gens = if rng.u8(0..3) == 0 { 2 } else { 1 };
         Case {
             seed,
             policy,
@@ -298,6 +301,7 @@ impl Case {
             keep_state,
             nops,
             cut_at,
+            gens,
         }
     }
 }
@@ -336,20 +340,45 @@ struct Covered {
     lost: usize,
     /// The kept state store was ahead of the journal (it had to be rebuilt).
     ahead: bool,
+    /// Generations (cuts in a row).
+    gens: usize,
 }
 
 async fn run_case(c: &Case) -> Result<Covered, String> {
     let root = tmp_root();
-    let live = root.path().join("live");
-    let img = root.path().join("image");
+    let mut live = root.path().join("gen0");
+    let mut cov = Covered::default();
+    for gen in 0..c.gens {
+        let img = root.path().join(format!("gen{}", gen + 1));
+        let g = if gen == 0 {
+            run_generation(c, gen, &live, &img).await?
+        } else {
+            let mut cg =
+                Case::from_seed(c.seed ^ (0x51_7cc1_b727_220a_95u64.wrapping_mul(gen as u64)));
+            cg.seed = c.seed;
+            run_generation(&cg, gen, &live, &img).await?
+        };
+        cov.base |= g.base;
+        cov.rolled |= g.rolled;
+        cov.lost += g.lost;
+        cov.ahead |= g.ahead;
+        cov.gens += 1;
+        live = img;
+    }
+    Ok(cov)
+}
+
+/// One generation: open `live` (fresh, or the previous generation's recovered image), run the
+/// ops, cut, write the image into `img`, check it.
+async fn run_generation(c: &Case, gen: usize, live: &Path, img: &Path) -> Result<Covered, String> {
     let model = Arc::new(PowerModel::new(
         &live.join("journal"),
         c.seed,
         c.mode,
         c.cut_at,
     ));
-    let mut rng = fastrand::Rng::with_seed(c.seed.wrapping_mul(31).wrapping_add(7));
-    let q = open(&live, c.policy, Some(model.clone())).await;
+    let mut rng = fastrand::Rng::with_seed(c.seed.wrapping_mul(31).wrapping_add(7 + gen as u64));
+    let q = open(live, c.policy, Some(model.clone())).await;
     let run = run_ops(&q, &model, &mut rng, c.nops).await;
     model.cut_now();
     let cut_at = Instant::now();
@@ -361,7 +390,7 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
     }
     let ctx = |msg: String| {
         format!(
-            "seed {} ({:?}, {:?}, keep_state {}, {} ops, cut_at event {}): {msg}\n  {}\n  replay with DURQ_POWER_SEED={}",
+            "seed {} generation {gen} ({:?}, {:?}, keep_state {}, {} ops, cut_at event {}): {msg}\n  {}\n  replay with DURQ_POWER_SEED={}",
             c.seed,
             c.policy,
             c.mode,
@@ -373,7 +402,7 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
         )
     };
 
-    let q = Queue::builder(&img)
+    let q = Queue::builder(img)
         .fsync(c.policy)
         .segment_bytes(64 << 10)
         .rewrite_min_bytes(48 << 10)
@@ -436,7 +465,8 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
     // prefix includes the enqueue of every job a worker received before the cut.
     if c.policy == FsyncPolicy::Always {
         for id in &run.reserved {
-            let by = run.enqueued_by[id];
+            // Jobs of an earlier generation are in S_0.
+            let by = run.enqueued_by.get(id).copied().unwrap_or(0);
             if k < by {
                 return Err(ctx(format!(
                     "job {} reached a worker before the cut, but its enqueue (op {by}) is lost (recovered S_{k})",
@@ -448,7 +478,7 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
 
     // Rebuilt from the journal alone, the state is the same: nothing was kept from a lost record.
     std::fs::remove_dir_all(img.join("state")).ok();
-    let q = Queue::builder(&img)
+    let q = Queue::builder(img)
         .fsync(c.policy)
         .clock(Arc::new(ManualClock::new(Timestamp(T0))))
         .open()
@@ -474,6 +504,7 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
             || names.iter().any(|n| n.ends_with(".base")),
         lost,
         ahead: c.keep_state && run.ops.len() > k,
+        gens: 1,
     })
 }
 
@@ -504,6 +535,7 @@ async fn power_cuts_keep_the_fsync_promises() {
                 *totals.entry("segments rolled").or_default() += cov.rolled as usize;
                 *totals.entry("state ahead of journal").or_default() += cov.ahead as usize;
                 *totals.entry("acked ops lost").or_default() += (cov.lost > 0) as usize;
+                *totals.entry("two cuts in a row").or_default() += (cov.gens > 1) as usize;
                 let p = match c.policy {
                     FsyncPolicy::Always => "policy always",
                     FsyncPolicy::EverySec => "policy everysec",

@@ -97,6 +97,8 @@ pub struct PowerModel {
     pub steps: Mutex<Option<std::sync::mpsc::Sender<String>>>,
     /// A step at which the calling journal thread waits until the test releases it.
     gate: Mutex<Option<(String, std::sync::mpsc::Receiver<()>)>>,
+    /// How long each fsync of a segment takes (a slow disk), 0 by default.
+    pub sync_delay: Mutex<std::time::Duration>,
     dir: PathBuf,
     mode: Mode,
     rng: Mutex<fastrand::Rng>,
@@ -161,6 +163,7 @@ impl PowerModel {
         PowerModel {
             steps: Mutex::new(None),
             gate: Mutex::new(None),
+            sync_delay: Mutex::new(std::time::Duration::ZERO),
             dir: journal_dir.to_path_buf(),
             mode,
             rng: Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5eed_cafe)),
@@ -503,5 +506,11 @@ impl Faults for PowerModel {
     }
     fn on_io(&self, event: &IoEvent<'_>) {
         self.event(event);
+        if let IoEvent::SyncStart { path } = event {
+            let d = *self.sync_delay.lock();
+            if !d.is_zero() && path.extension().is_some_and(|x| x == "seg") {
+                std::thread::sleep(d);
+            }
+        }
     }
 }

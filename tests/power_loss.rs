@@ -21,8 +21,15 @@
 //! - **no effect of a lost record**: rebuilding the state from the journal alone (state
 //!   deleted) gives `D` again.
 //!
+//! A third of the cases cut twice in a row (the second run opens the first one's recovered
+//! image). Other tests here: a rewrite's base never holds effects of unsynced records (targeted,
+//! fails without the sync before the manifest names the base); `everysec` loses at most the last
+//! ~second (2 s bound) and `always` nothing; under `always` no acknowledged enqueue and no job
+//! handed to a worker is lost, with concurrent producers and a long-polling consumer.
+//!
 //! `DURQ_POWER_CUTS=N` runs N seeded cuts (default 300), `DURQ_POWER_SEED=S` replays one;
-//! failing seeds are printed. `DURQ_POWER_MODE=ordered|reordered` forces the write-back model.
+//! failing seeds are printed. `DURQ_POWER_MODE=mixed|reordered` adds out-of-order write-back
+//! (a known limit: see README), `DURQ_POWER_DISK=1` runs on the real disk instead of tmpfs.
 
 mod power_support;
 

@@ -10,7 +10,7 @@
 //!   builds the image a power cut would leave (SQLite's crash-test VFS, in process).
 //!
 //! Invariants: every journal I/O site in `writer.rs`, `manifest.rs` (through
-//! [`crate::journal::manifest::Manifest::store_observed`]) and `fsutil.rs` (through
+//! [`crate::journal::manifest::Manifest::store_with`]) and `fsutil.rs` (through
 //! [`crate::journal::fsutil::fsync_dir_observed`]) reports its event *after* the I/O succeeded,
 //! except [`IoEvent::SyncStart`], reported just before the fsync starts (what was written before
 //! it is what the fsync makes durable). Recovery's own I/O is not reported: it syncs everything

@@ -154,11 +154,11 @@ impl Manifest {
 
     /// Writes the manifest atomically into `dir` (temp, fsync, rename, fsync dir).
     pub fn store(&self, dir: &Path) -> Result<()> {
-        self.store_observed(dir, None)
+        self.store_with(dir, None)
     }
 
     /// [`Manifest::store`], reporting each I/O to the journal's test hook.
-    pub fn store_observed(&self, dir: &Path, faults: Option<&dyn Faults>) -> Result<()> {
+    pub fn store_with(&self, dir: &Path, faults: Option<&dyn Faults>) -> Result<()> {
         let tmp = dir.join("MANIFEST.tmp");
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);

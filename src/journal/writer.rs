@@ -573,7 +573,7 @@ impl Writer {
             number,
             start_seq: self.last_seq,
         });
-        m.store_observed(&self.cfg.dir, self.cfg.faults.as_deref())?;
+        m.store_with(&self.cfg.dir, self.cfg.faults.as_deref())?;
         self.manifest = m;
         self.file = Arc::new(file);
         self.path = path.clone();
@@ -671,7 +671,7 @@ impl Writer {
         let mut m = old.clone();
         m.base = Some((number, seq));
         m.segments.retain(|s| s.number >= number);
-        if let Err(e) = m.store_observed(&self.cfg.dir, self.cfg.faults.as_deref()) {
+        if let Err(e) = m.store_with(&self.cfg.dir, self.cfg.faults.as_deref()) {
             tracing::warn!(error = %e, "cannot install the rewritten base; keeping the old files");
             return;
         }

@@ -66,3 +66,15 @@ pub fn create_dir_durable(dir: &Path) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// [`fsync_dir`], reported to the journal's test hook (see [`crate::journal::faults`]).
+pub fn fsync_dir_observed(
+    dir: &Path,
+    faults: Option<&dyn crate::journal::faults::Faults>,
+) -> Result<()> {
+    use crate::journal::faults::{observe, IoEvent};
+    observe(faults, IoEvent::SyncStart { path: dir });
+    fsync_dir(dir)?;
+    observe(faults, IoEvent::SyncDone { path: dir });
+    Ok(())
+}

@@ -17,9 +17,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::journal::faults::Faults;
+use crate::journal::faults::{observe, Faults, IoEvent};
 use crate::journal::format::FORMAT_VERSION;
-use crate::journal::fsutil::fsync_dir;
+use crate::journal::fsutil::fsync_dir_observed;
 
 /// File name of the manifest inside `journal/`.
 pub const MANIFEST: &str = "MANIFEST";
@@ -159,8 +159,9 @@ impl Manifest {
         self.store_with(dir, None)
     }
 
-    /// [`Manifest::store`], calling `faults` at the steps `manifest:tmp-written` (the temporary
-    /// file is written and fsynced) and `manifest:renamed` (renamed, directory not yet fsynced).
+    /// [`Manifest::store`], reporting each I/O to the journal's test hook and calling `faults` at
+    /// the steps `manifest:tmp-written` (the temporary file is written and fsynced) and
+    /// `manifest:renamed` (renamed, directory not yet fsynced).
     pub fn store_with(&self, dir: &Path, faults: Option<&dyn Faults>) -> Result<()> {
         let step = |name: &str| {
             if let Some(f) = faults {
@@ -170,15 +171,34 @@ impl Manifest {
         let tmp = dir.join(MANIFEST_TMP);
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
+        let text = self.encode();
         let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-        f.write_all(self.encode().as_bytes())
+        observe(faults, IoEvent::Created { file: &tmp });
+        f.write_all(text.as_bytes())
             .map_err(|e| io("cannot write", e))?;
+        observe(
+            faults,
+            IoEvent::Wrote {
+                file: &tmp,
+                offset: 0,
+                bytes: text.as_bytes(),
+            },
+        );
+        observe(faults, IoEvent::SyncStart { path: &tmp });
         f.sync_all().map_err(|e| io("cannot fsync", e))?;
+        observe(faults, IoEvent::SyncDone { path: &tmp });
         drop(f);
         step("manifest:tmp-written");
         fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
+        observe(
+            faults,
+            IoEvent::Renamed {
+                from: &tmp,
+                to: &path,
+            },
+        );
         step("manifest:renamed");
-        fsync_dir(dir)
+        fsync_dir_observed(dir, faults)
     }
 
     /// Reads `dir/MANIFEST`, `None` if absent.

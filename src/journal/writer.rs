@@ -27,11 +27,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::journal::applier::{self, ApplyMsg};
-use crate::journal::faults::{Faults, WriteFault};
+use crate::journal::faults::{observe, observe_arc, Faults, IoEvent, WriteFault};
 use crate::journal::format::{
     base_name, encode_record, segment_name, FileHeader, FileKind, HEADER_LEN,
 };
-use crate::journal::fsutil::fsync_dir;
+use crate::journal::fsutil::fsync_dir_observed;
 use crate::journal::manifest::{Manifest, SegEntry};
 use crate::options::FsyncPolicy;
 use crate::record::Op;
@@ -500,11 +500,31 @@ impl Writer {
             None => WriteFault::None,
         };
         let res = match fault {
-            WriteFault::None => self.file.write_all_at(buf, self.len),
+            WriteFault::None => self.file.write_all_at(buf, self.len).map(|()| {
+                let (file, offset) = (&self.path, self.len);
+                observe_arc(
+                    &self.cfg.faults,
+                    IoEvent::Wrote {
+                        file,
+                        offset,
+                        bytes: buf,
+                    },
+                );
+            }),
             WriteFault::Fail(e) => Err(e),
             WriteFault::Short(n, e) => {
                 let n = n.min(buf.len());
-                let _ = self.file.write_all_at(&buf[..n], self.len);
+                if self.file.write_all_at(&buf[..n], self.len).is_ok() {
+                    let (file, offset, bytes) = (&self.path, self.len, &buf[..n]);
+                    observe_arc(
+                        &self.cfg.faults,
+                        IoEvent::Wrote {
+                            file,
+                            offset,
+                            bytes,
+                        },
+                    );
+                }
                 Err(e)
             }
         };
@@ -515,7 +535,12 @@ impl Writer {
                 Ok(())
             }
             Err(e) if Error::is_disk_full_io(&e) => {
-                if let Err(te) = self.file.set_len(self.len) {
+                let cut = self.file.set_len(self.len);
+                if cut.is_ok() {
+                    let (file, len) = (&self.path, self.len);
+                    observe_arc(&self.cfg.faults, IoEvent::Truncated { file, len });
+                }
+                if let Err(te) = cut {
                     self.poison(format!(
                         "cannot truncate {} after a failed write: {te}",
                         self.path.display()
@@ -532,7 +557,12 @@ impl Writer {
             }
             Err(e) => {
                 // Cut off whatever part of the write landed.
-                if let Err(te) = self.file.set_len(self.len) {
+                let cut = self.file.set_len(self.len);
+                if cut.is_ok() {
+                    let (file, len) = (&self.path, self.len);
+                    observe_arc(&self.cfg.faults, IoEvent::Truncated { file, len });
+                }
+                if let Err(te) = cut {
                     self.poison(format!(
                         "cannot truncate {} after a failed write: {te}",
                         self.path.display()
@@ -553,10 +583,15 @@ impl Writer {
             if let Some(f) = &self.cfg.faults {
                 f.on_sync(&self.path)?;
             }
-            self.file.sync_data()
+            observe_arc(&self.cfg.faults, IoEvent::SyncStart { path: &self.path });
+            self.file.sync_data()?;
+            observe_arc(&self.cfg.faults, IoEvent::SyncDone { path: &self.path });
+            Ok(())
         })();
         crate::metrics::fsync::observe(&self.path, t.elapsed());
-        r.map_err(|e| Error::io(format!("fsync of {} failed", self.path.display()), e))
+        r.map_err(|e: std::io::Error| {
+            Error::io(format!("fsync of {} failed", self.path.display()), e)
+        })
     }
 
     fn mark_dirty_and_wait_stall(&self) {
@@ -639,10 +674,19 @@ impl Writer {
             let _ = fs::remove_file(&path);
             e
         };
-        let file = inject(self.cfg.faults.as_deref(), &path, HEADER_LEN)
-            .and_then(|()| create_journal_file(&path, FileKind::Segment, number, self.last_seq))
+        let faults = self.cfg.faults.as_deref();
+        let file = inject(faults, &path, HEADER_LEN)
+            .and_then(|()| {
+                create_journal_file_observed(
+                    &path,
+                    FileKind::Segment,
+                    number,
+                    self.last_seq,
+                    faults,
+                )
+            })
             .map_err(|e| self.typed(undo(e)))?;
-        if let Err(e) = fsync_dir(&self.cfg.dir) {
+        if let Err(e) = fsync_dir_observed(&self.cfg.dir, faults) {
             let e = self.typed(undo(e));
             if !matches!(e, Error::DiskFull { .. }) {
                 self.poison(e.to_string());
@@ -678,7 +722,7 @@ impl Writer {
     fn store_manifest(&mut self, m: &Manifest) -> Result<()> {
         let tmp = self.cfg.dir.join("MANIFEST.tmp");
         let stored = inject(self.cfg.faults.as_deref(), &tmp, m.encode().len())
-            .and_then(|()| m.store(&self.cfg.dir));
+            .and_then(|()| m.store_with(&self.cfg.dir, self.cfg.faults.as_deref()));
         let e = match stored {
             Ok(()) => return Ok(()),
             Err(e) => self.typed(e),
@@ -783,9 +827,21 @@ impl Writer {
     fn install_base(&mut self, number: u64, seq: u64, bytes: u64, result: Result<()>) {
         self.rewriting = false;
         if let Err(e) = result {
-            let _ = fs::remove_file(self.cfg.dir.join(base_name(number)));
+            let base = self.cfg.dir.join(base_name(number));
+            if fs::remove_file(&base).is_ok() {
+                observe_arc(&self.cfg.faults, IoEvent::Removed { file: &base });
+            }
             let e = self.typed(e);
             self.rewrite_failed(&e);
+            return;
+        }
+        // The scan ran while writers went on: the base may hold effects of any record written
+        // so far, synced or not. Make them all durable before a manifest names the base, or a
+        // power cut could leave a base ahead of the journal (a hole). Rotation synced the older
+        // segments, so syncing the active one covers every written record.
+        if let Err(e) = self.fdatasync() {
+            self.poison(e.to_string());
+            tracing::warn!(error = %e, "cannot sync the journal before installing the rewritten base; keeping the old files");
             return;
         }
         let old = self.manifest.clone();
@@ -793,20 +849,26 @@ impl Writer {
         m.base = Some((number, seq));
         m.segments.retain(|s| s.number >= number);
         if let Err(e) = self.store_manifest(&m) {
-            let _ = fs::remove_file(self.cfg.dir.join(base_name(number)));
+            let base = self.cfg.dir.join(base_name(number));
+            if fs::remove_file(&base).is_ok() {
+                observe_arc(&self.cfg.faults, IoEvent::Removed { file: &base });
+            }
             self.rewrite_failed(&e);
             return;
         }
         self.rewrite_retry = None;
         self.step("rewrite:manifest-written");
         self.manifest = m;
-        if let Some((n, _)) = old.base {
-            let _ = fs::remove_file(self.cfg.dir.join(base_name(n)));
+        let old_files = old.base.iter().map(|(n, _)| base_name(*n)).chain(
+            (old.segments.iter().filter(|s| s.number < number)).map(|s| segment_name(s.number)),
+        );
+        for name in old_files {
+            let file = self.cfg.dir.join(name);
+            if fs::remove_file(&file).is_ok() {
+                observe_arc(&self.cfg.faults, IoEvent::Removed { file: &file });
+            }
         }
-        for s in old.segments.iter().filter(|s| s.number < number) {
-            let _ = fs::remove_file(self.cfg.dir.join(segment_name(s.number)));
-        }
-        let _ = fsync_dir(&self.cfg.dir);
+        let _ = fsync_dir_observed(&self.cfg.dir, self.cfg.faults.as_deref());
         self.step("rewrite:old-deleted");
         self.base_bytes = bytes;
         self.journal_bytes = self
@@ -871,6 +933,17 @@ fn answer(replies: Vec<Reply>, r: Result<()>) {
 
 /// Creates a journal file with its header, synced.
 pub fn create_journal_file(path: &Path, kind: FileKind, number: u64, seq: u64) -> Result<File> {
+    create_journal_file_observed(path, kind, number, seq, None)
+}
+
+/// [`create_journal_file`], reporting each I/O to the journal's test hook.
+pub fn create_journal_file_observed(
+    path: &Path,
+    kind: FileKind,
+    number: u64,
+    seq: u64,
+    faults: Option<&dyn Faults>,
+) -> Result<File> {
     let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
     let file = OpenOptions::new()
         .read(true)
@@ -878,10 +951,21 @@ pub fn create_journal_file(path: &Path, kind: FileKind, number: u64, seq: u64) -
         .create_new(true)
         .open(path)
         .map_err(|e| io("cannot create", e))?;
+    observe(faults, IoEvent::Created { file: path });
     let h = FileHeader { kind, number, seq }.encode();
     file.write_all_at(&h, 0)
         .map_err(|e| io("cannot write", e))?;
+    observe(
+        faults,
+        IoEvent::Wrote {
+            file: path,
+            offset: 0,
+            bytes: &h,
+        },
+    );
+    observe(faults, IoEvent::SyncStart { path });
     file.sync_all().map_err(|e| io("cannot fsync", e))?;
+    observe(faults, IoEvent::SyncDone { path });
     Ok(file)
 }
 
@@ -898,9 +982,11 @@ fn write_base(
 ) -> Result<u64> {
     use std::io::Write;
     let path = dir.join(base_name(number));
-    let _ = fs::remove_file(&path);
+    if fs::remove_file(&path).is_ok() {
+        observe(faults, IoEvent::Removed { file: &path });
+    }
     inject(faults, &path, HEADER_LEN)?;
-    let file = create_journal_file(&path, FileKind::Base, number, seq)?;
+    let file = create_journal_file_observed(&path, FileKind::Base, number, seq, faults)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut rec_seq = 0u64;
     let mut buf = Vec::new();
@@ -913,6 +999,9 @@ fn write_base(
             .seek(std::io::SeekFrom::Start(size))
             .map_err(io)?;
     }
+    if let Some(f) = faults {
+        f.on_step("rewrite:scan-start");
+    }
     store.snapshot(|op| {
         if cancel.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -920,13 +1009,25 @@ fn write_base(
         rec_seq += 1;
         buf.clear();
         encode_record(&mut buf, number, rec_seq, &op.encode()?);
-        size += buf.len() as u64;
         inject(faults, &path, buf.len())?;
-        w.write_all(&buf).map_err(io)
+        w.write_all(&buf).map_err(io)?;
+        let (file, offset, bytes) = (&path, size, &buf[..]);
+        observe(
+            faults,
+            IoEvent::Wrote {
+                file,
+                offset,
+                bytes,
+            },
+        );
+        size += buf.len() as u64;
+        Ok(())
     })?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    observe(faults, IoEvent::SyncStart { path: &path });
     file.sync_all().map_err(io)?;
-    fsync_dir(dir)?;
+    observe(faults, IoEvent::SyncDone { path: &path });
+    fsync_dir_observed(dir, faults)?;
     if let Some(f) = faults {
         f.on_step("rewrite:base-written");
     }
@@ -955,7 +1056,12 @@ fn syncer_loop(shared: Arc<SyncShared>, faults: Option<Arc<dyn Faults>>) {
         };
         let t = Instant::now();
         let res = match &faults {
-            Some(f) => f.on_sync(&path).and_then(|_| file.sync_data()),
+            Some(f) => f.on_sync(&path).and_then(|_| {
+                f.on_io(&IoEvent::SyncStart { path: &path });
+                file.sync_data()?;
+                f.on_io(&IoEvent::SyncDone { path: &path });
+                Ok(())
+            }),
             None => file.sync_data(),
         };
         crate::metrics::fsync::observe(&path, t.elapsed());

@@ -50,12 +50,14 @@ impl std::fmt::Debug for Local {
 }
 
 fn open_store(state_dir: &Path, cache: u64) -> Result<Store> {
+    crate::perms::private_dir(state_dir)?;
     match Store::open(state_dir, cache) {
-        Ok(s) => Ok(s),
+        Ok(s) => Ok(crate::perms::restricted(state_dir, s)),
         Err(e) => {
             tracing::warn!(dir = %state_dir.display(), error = %e, "state store does not open; rebuilding it from the journal");
             std::fs::remove_dir_all(state_dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", state_dir.display()), e))?;
+            crate::perms::private_dir(state_dir)?;
             Store::open(state_dir, cache)
         }
     }
@@ -65,8 +67,7 @@ impl Local {
     /// Opens (creating) the data directory. Blocking: call from a blocking context.
     pub fn open(dir: &Path, opts: Options) -> Result<Local> {
         opts.validate()?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create data directory {}", dir.display()), e))?;
+        crate::perms::data_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let jdir = dir.join(JOURNAL_DIR);
         let sdir = dir.join(STATE_DIR);

@@ -156,7 +156,7 @@ impl Manifest {
         let tmp = dir.join("MANIFEST.tmp");
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
-        let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+        let mut f = crate::perms::create_file(&tmp).map_err(|e| io("cannot create", e))?;
         f.write_all(self.encode().as_bytes())
             .map_err(|e| io("cannot write", e))?;
         f.sync_all().map_err(|e| io("cannot fsync", e))?;

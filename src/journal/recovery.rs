@@ -34,8 +34,7 @@ pub struct Recovered {
 
 /// Loads the manifest, creating a fresh journal if the directory holds none.
 pub fn prepare(dir: &Path) -> Result<Manifest> {
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    crate::perms::private_dir(dir)?;
     let manifest = match Manifest::load(dir)? {
         Some(m) => m,
         None => {

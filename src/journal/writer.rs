@@ -673,7 +673,7 @@ fn answer(replies: Vec<Reply>, r: Result<()>) {
 /// Creates a journal file with its header, synced.
 pub fn create_journal_file(path: &Path, kind: FileKind, number: u64, seq: u64) -> Result<File> {
     let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-    let file = OpenOptions::new()
+    let file = crate::perms::file_options()
         .read(true)
         .write(true)
         .create_new(true)

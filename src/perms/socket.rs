@@ -99,6 +99,17 @@ pub struct Bound {
 
 /// Binds `dir/sock` with mode 0600, never reachable by another user (see the module docs).
 pub fn bind_private(dir: &Path) -> io::Result<Bound> {
+    // Clients connect by path: it must fit a `sockaddr_un` (108 bytes with the final NUL).
+    let final_path = dir.join(SOCKET_NAME);
+    if final_path.as_os_str().len() >= 108 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the path is {} bytes, over the 107 a Unix socket address holds; use a shorter --data path",
+                final_path.as_os_str().len()
+            ),
+        ));
+    }
     let dirfd = open_dir_fd(dir, false)?;
     let sock = cstr(SOCKET_NAME.as_bytes())?;
     let (name, sub) = {
@@ -284,6 +295,20 @@ mod tests {
         assert_eq!(check_socket_file(&path), Ok(true));
         remove_if_ours(t.path(), b.id);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_path_too_long_for_clients_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d".repeat(120));
+        std::fs::create_dir(&d).unwrap();
+        let e = bind_private(&d).unwrap_err().to_string();
+        assert!(e.contains("shorter --data path"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
     }
 
     #[test]

@@ -733,3 +733,28 @@ fn a_job_flooding_stderr_costs_the_worker_kib_and_its_error_keeps_the_end() {
         "worker peak RSS {rss} KiB for {mb} MiB of stderr vs {base_rss} KiB for 7 bytes"
     );
 }
+
+#[test]
+fn the_line_cap_still_takes_a_payload_of_exactly_the_limit() {
+    const LIMIT: usize = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let line = |n: usize| {
+        let mut v = Vec::with_capacity(n + 1);
+        v.push(b'"');
+        v.resize(n - 1, b'a');
+        v.extend_from_slice(b"\"\n");
+        v
+    };
+    let mut input = line(LIMIT);
+    input.extend_from_slice(&line(LIMIT + 1));
+    let o = run_stdin(&d, &["enqueue", "q", "--batch"], &input);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 2") && stderr(&o).contains("over the limit"),
+        "a payload one byte over is refused by the payload check, not the line cap: {}",
+        stderr(&o)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    assert_eq!(stats(&d)["queues"]["q"]["waiting"], 1);
+}

@@ -10,7 +10,9 @@
 //! search permission on every directory of the path). It is then chmod'ed to 0600 relative to the
 //! directory's descriptor (`fchmodat`), and moved into place with `renameat` — atomically, also
 //! replacing a stale socket a killed owner left behind — and the private directory is removed.
-//! A bound socket keeps working after a rename: clients reach it through the inode.
+//! A bound socket keeps working after a rename: clients reach it through the inode. A private
+//! directory left by an owner killed between `mkdirat` and its removal is removed by the next
+//! owner (its pid is in the name).
 //!
 //! Checking (client side). Before connecting, `DIR/sock` must be a socket (not a link) owned by
 //! the client's own uid or by root; after connecting, the peer's uid read with `SO_PEERCRED`
@@ -111,6 +113,7 @@ pub fn bind_private(dir: &Path) -> io::Result<Bound> {
         ));
     }
     let dirfd = open_dir_fd(dir, false)?;
+    remove_leftovers(dir, dirfd.as_raw_fd());
     let sock = cstr(SOCKET_NAME.as_bytes())?;
     let (name, sub) = {
         let mut tries = 0;
@@ -190,6 +193,44 @@ pub fn bind_private(dir: &Path) -> io::Result<Bound> {
     // SAFETY: valid dirfd and name.
     unsafe { libc::unlinkat(dirfd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
     result
+}
+
+/// Removes the private binding directories a killed owner left behind (`.sock-PID-*` of a
+/// process that no longer exists, owned by this uid), never following a link.
+fn remove_leftovers(dir: &Path, dirfd: RawFd) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".sock-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if !gone {
+            continue;
+        }
+        let Ok(cname) = cstr(name.as_bytes()) else {
+            continue;
+        };
+        let Ok(sub) = openat_dir(dirfd, &cname) else {
+            continue;
+        };
+        if fstat(sub.as_raw_fd()).is_ok_and(|st| st.st_uid == euid()) {
+            let sock = CString::new(SOCKET_NAME).expect("no NUL");
+            // SAFETY: valid fds and NUL-terminated names.
+            unsafe {
+                libc::unlinkat(sub.as_raw_fd(), sock.as_ptr(), 0);
+                libc::unlinkat(dirfd, cname.as_ptr(), libc::AT_REMOVEDIR);
+            }
+        }
+    }
 }
 
 /// Removes `dir/sock` if it is still the socket `id` (not one a later owner bound).
@@ -309,6 +350,20 @@ mod tests {
             0,
             "nothing left behind"
         );
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_owner_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let dead = t.path().join(".sock-2147483647-00");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(SOCKET_NAME), b"").unwrap();
+        let live = t.path().join(format!(".sock-{}-00", std::process::id()));
+        std::fs::create_dir(&live).unwrap();
+        let b = bind_private(t.path()).unwrap();
+        assert!(!dead.exists(), "a dead owner's leftover is removed");
+        assert!(live.exists(), "a live process's directory is left alone");
+        drop(b);
     }
 
     #[test]

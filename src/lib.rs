@@ -41,6 +41,7 @@ pub mod local;
 pub mod lock;
 pub mod metrics;
 pub mod options;
+pub mod perms;
 pub mod queue;
 pub mod record;
 pub mod stats;

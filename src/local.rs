@@ -51,17 +51,22 @@ impl std::fmt::Debug for Local {
     }
 }
 
-/// Opens the state store, rebuilding it from scratch when it does not open. Returns why it was
-/// rebuilt, when it was.
+/// Opens the state store (0700, its files 0600), rebuilding it from scratch when it does not
+/// open. Returns why it was rebuilt, when it was.
 fn open_store(state_dir: &Path, cache: u64) -> Result<(Store, Option<String>)> {
+    crate::perms::private_dir(state_dir)?;
     match Store::open(state_dir, cache) {
-        Ok(s) => Ok((s, None)),
+        Ok(s) => Ok((crate::perms::restricted(state_dir, s), None)),
         Err(e) => {
             tracing::warn!(dir = %state_dir.display(), error = %e, "state store does not open; rebuilding it from the journal");
             std::fs::remove_dir_all(state_dir)
                 .map_err(|e| Error::io(format!("cannot remove {}", state_dir.display()), e))?;
+            crate::perms::private_dir(state_dir)?;
             let s = Store::open(state_dir, cache)?;
-            Ok((s, Some(format!("the state store refuses to open ({e})"))))
+            Ok((
+                crate::perms::restricted(state_dir, s),
+                Some(format!("the state store refuses to open ({e})")),
+            ))
         }
     }
 }
@@ -134,6 +139,7 @@ impl Local {
         if create_dir_durable(dir)? {
             step(&opts, "open:dir-created");
         }
+        crate::perms::data_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let jdir = dir.join(JOURNAL_DIR);
         let verified = recovery::verify(&jdir)?;

@@ -7,12 +7,18 @@
 //! command code ([`super::client::execute`]), so the output is identical.
 //!
 //! Invariants:
-//! - The socket is created by the lock holder only, with mode 0600, after removing whatever
-//!   socket file a killed holder left behind (holding the lock proves it is stale).
+//! - The socket is created by the lock holder only, with mode 0600, and is never reachable by
+//!   another user, even for an instant: it is bound in a private 0700 directory and renamed over
+//!   whatever socket file a killed holder left behind (holding the lock proves it is stale);
+//!   see [`crate::perms::socket`] for why and how.
+//! - A client sends nothing before it has checked that the socket file is owned by its own uid
+//!   (or root) and that the process answering on it runs as its own uid (or root), read with
+//!   `SO_PEERCRED`; otherwise it exits 1 with an error naming the socket and the foreign uid.
+//!   The daemon drops connections from peers of another uid (root aside) the same way.
 //! - A client that finds no live socket but a locked directory (a holder starting up, or
 //!   another short command) waits a few seconds for either to change before giving up.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
+use crate::perms::socket;
 use crate::queue::Queue;
 
 use super::args::ClientCmd;
@@ -45,8 +52,7 @@ struct Request {
 
 /// True if a process holds the directory's lock right now.
 pub fn lock_held(data: &Path) -> bool {
-    use std::os::unix::io::AsRawFd;
-    let Ok(f) = std::fs::File::open(data.join("lock")) else {
+    let Some(f) = crate::perms::open_regular_nofollow(&data.join("lock")) else {
         return false;
     };
     // SAFETY: flock on a valid, owned file descriptor; closing `f` drops our shared lock.
@@ -66,8 +72,11 @@ pub async fn connect(data: &Path) -> Result<Option<UnixStream>, CliError> {
     let path = socket_path(data);
     let start = Instant::now();
     loop {
-        if let Ok(s) = UnixStream::connect(&path).await {
-            return Ok(Some(s));
+        if socket::check_socket_file(&path).map_err(CliError::other)? {
+            if let Ok(s) = UnixStream::connect(&path).await {
+                socket::check_peer(s.as_raw_fd(), &path).map_err(CliError::other)?;
+                return Ok(Some(s));
+            }
         }
         if !lock_held(data) {
             return Ok(None);
@@ -190,7 +199,8 @@ where
 /// A running daemon; [`Daemon::stop`] (or drop) removes the socket.
 #[derive(Debug)]
 pub struct Daemon {
-    path: PathBuf,
+    dir: PathBuf,
+    id: (u64, u64),
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -199,31 +209,32 @@ impl Daemon {
     /// directory's lock (it opened `queue`).
     pub fn start(data: &Path, queue: Queue) -> Result<Daemon, CliError> {
         let path = socket_path(data);
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!(path = %path.display(), "removed a stale socket"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(CliError::other(format!(
-                    "cannot remove the stale socket {}: {e}",
-                    path.display()
-                )))
-            }
-        }
-        let listener = UnixListener::bind(&path).map_err(|e| {
+        let bound = socket::bind_private(data).map_err(|e| {
             CliError::other(format!("cannot create the socket {}: {e}", path.display()))
         })?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            CliError::other(format!(
-                "cannot restrict the socket {}: {e}",
-                path.display()
-            ))
-        })?;
+        let id = bound.id;
+        let listener = bound
+            .listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(bound.listener))
+            .map_err(|e| {
+                socket::remove_if_ours(data, id);
+                CliError::other(format!(
+                    "cannot listen on the socket {}: {e}",
+                    path.display()
+                ))
+            })?;
         let task = tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(answer(stream, queue.clone()));
-                    }
+                    Ok((stream, _)) => match socket::peer_uid(stream.as_raw_fd()) {
+                        Ok(uid) if socket::trusted_uid(uid) => {
+                            tokio::spawn(answer(stream, queue.clone()));
+                        }
+                        other => {
+                            tracing::warn!(peer = ?other, "refused a daemon client of another user")
+                        }
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "daemon socket accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -231,7 +242,11 @@ impl Daemon {
                 }
             }
         });
-        Ok(Daemon { path, task })
+        Ok(Daemon {
+            dir: data.to_path_buf(),
+            id,
+            task,
+        })
     }
 
     /// Stops answering and removes the socket.
@@ -241,7 +256,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        socket::remove_if_ours(&self.dir, self.id);
     }
 }
 

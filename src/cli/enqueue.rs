@@ -7,12 +7,19 @@
 //! - Batch ids are printed in input order, each line flushed as soon as its job is durable.
 //!   Lines already read are enqueued together (one atomic batch, one sync) while the next
 //!   lines are read, so a fast producer is not held to one sync per line.
+//! - Memory is bounded whatever the input: a batch line is read with a cap ([`LINE_CAP`]: the
+//!   payload limit plus 64 KiB for `--spec` fields and whitespace), so a line that never ends is
+//!   refused after at most `LINE_CAP + 1` of its bytes; payloads read but not yet acknowledged
+//!   hold at most [`MAX_IN_FLIGHT`] bytes (the reader waits for the store beyond that).
+//! - A payload is UTF-8 JSON: invalid UTF-8 (even inside a JSON string, which serde_json's
+//!   skipping parser lets through) is refused with exit 2 before anything is stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::job::{Enqueued, NewJob, Priority, DEFAULT_DEDUP_TTL, DEFAULT_MAX_PAYLOAD};
 
@@ -23,6 +30,10 @@ use super::CliError;
 
 /// Most jobs sent to the store in one atomic batch.
 const MAX_CHUNK: usize = 256;
+/// Longest `--batch` line accepted, newline excluded.
+pub const LINE_CAP: usize = DEFAULT_MAX_PAYLOAD + 64 * 1024;
+/// Most payload bytes read from a batch but not yet acknowledged by the store.
+pub const MAX_IN_FLIGHT: usize = 64 << 20;
 
 /// Runs `durq enqueue`.
 pub async fn run(a: &EnqueueArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Result<(), CliError> {
@@ -100,7 +111,13 @@ pub fn build(queue: &str, payload: Vec<u8>, o: &JobOpts) -> Result<NewJob, CliEr
             "payload is empty; give a JSON value such as {} or \"text\"",
         ));
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+    let text = std::str::from_utf8(&payload).map_err(|e| {
+        CliError::usage(format!(
+            "payload is not valid UTF-8 (bad byte at offset {}); JSON must be UTF-8 text",
+            e.valid_up_to()
+        ))
+    })?;
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         return Err(CliError::usage(format!("payload is not valid JSON: {e}")));
     }
     let mut job = NewJob::new(queue, payload);
@@ -232,7 +249,7 @@ pub fn spec_job(queue: &str, s: JobSpec, defaults: &JobOpts) -> Result<NewJob, C
 }
 
 enum Item {
-    Job(Box<NewJob>, Option<String>),
+    Job(Box<NewJob>, Option<String>, OwnedSemaphorePermit),
     Bad(usize, CliError),
     ReadFailed(String),
 }
@@ -242,28 +259,42 @@ async fn batch(a: &EnqueueArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resul
     let input = std::mem::replace(&mut io.input, Box::new(tokio::io::empty()));
     let (tx, mut rx) = mpsc::channel::<Item>(4 * MAX_CHUNK);
     let args = a.clone();
+    let budget = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let reader = tokio::spawn(async move {
         let mut input = input;
         let mut buf = Vec::new();
         let mut line_no = 0usize;
         loop {
             buf.clear();
-            match input.read_until(b'\n', &mut buf).await {
-                Ok(0) => break,
-                Ok(_) => {}
+            let end = match read_line_capped(&mut input, &mut buf, LINE_CAP).await {
+                Ok(end) => end,
                 Err(e) => {
                     let _ = tx.send(Item::ReadFailed(e.to_string())).await;
                     break;
                 }
+            };
+            if end == LineEnd::Eof {
+                break;
             }
             line_no += 1;
+            if end == LineEnd::TooLong {
+                let e = CliError::usage(format!(
+                    "the line is longer than {LINE_CAP} bytes (the payload limit of {DEFAULT_MAX_PAYLOAD} bytes plus 64 KiB); store large data elsewhere and enqueue a reference"
+                ));
+                let _ = tx.send(Item::Bad(line_no, e)).await;
+                break;
+            }
             if trim(&buf).is_empty() {
                 continue;
             }
             let item = match parse_line(&args, &buf) {
                 Ok(job) => {
                     let d = job.dedup.as_ref().map(|(k, _)| k.clone());
-                    Item::Job(Box::new(job), d)
+                    let cost = (job.payload.len() + 256).min(MAX_IN_FLIGHT) as u32;
+                    let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                        break;
+                    };
+                    Item::Job(Box::new(job), d, permit)
                 }
                 Err(e) => Item::Bad(line_no, e),
             };
@@ -280,7 +311,7 @@ async fn batch(a: &EnqueueArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resul
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Item::Job(j, d) => chunk.push((*j, d)),
+                Item::Job(j, d, permit) => chunk.push((*j, (d, permit))),
                 Item::Bad(n, e) => {
                     failure = Some(CliError::usage(format!("line {n}: {}", e.msg)));
                 }
@@ -297,7 +328,7 @@ async fn batch(a: &EnqueueArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resul
             let q = ctx.queue().await?;
             let (jobs, keys): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
             let done = q.enqueue_batch(jobs).await?;
-            for (e, k) in done.iter().zip(keys) {
+            for (e, (k, _permit)) in done.iter().zip(keys) {
                 report(io, json, e, k.as_deref()).await?;
             }
             if let Some(p) = &progress {
@@ -315,6 +346,53 @@ async fn batch(a: &EnqueueArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resul
     failure.map_or(Ok(()), Err)
 }
 
+/// How a capped line read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    /// End of input, nothing read.
+    Eof,
+    /// A line (with its newline, or the last line without one) is in the buffer.
+    Line,
+    /// The line is longer than the cap: the buffer holds its first `cap + 1` bytes, the rest is
+    /// left unread.
+    TooLong,
+}
+
+/// Appends one line of `r` to `buf`, reading at most `cap + 1` bytes of a line longer than `cap`
+/// (newline excluded), so memory stays bounded whatever the input.
+pub async fn read_line_capped<R: AsyncBufRead + Unpin + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<LineEnd> {
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() {
+                LineEnd::Eof
+            } else {
+                LineEnd::Line
+            });
+        }
+        let (n, found) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let content = if found { n - 1 } else { n };
+        if buf.len() + content > cap {
+            let keep = (cap + 1 - buf.len()).min(avail.len());
+            buf.extend_from_slice(&avail[..keep]);
+            r.consume(keep);
+            return Ok(LineEnd::TooLong);
+        }
+        buf.extend_from_slice(&avail[..n]);
+        r.consume(n);
+        if found {
+            return Ok(LineEnd::Line);
+        }
+    }
+}
+
 /// A spinner on stderr when it is a terminal and stdout is not (the ids go elsewhere).
 fn progress_bar(io: &Io) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
@@ -329,4 +407,51 @@ fn progress_bar(io: &Io) -> Option<indicatif::ProgressBar> {
     p.set_message("jobs enqueued");
     p.enable_steady_tick(Duration::from_millis(100));
     Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn capped_lines_stop_after_cap_plus_one_bytes() {
+        let input = b"ab\nabcdef\nxyz".to_vec();
+        let mut r = tokio::io::BufReader::with_capacity(2, &input[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).await.unwrap(),
+            LineEnd::Line
+        );
+        assert_eq!(buf, b"ab\n");
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).await.unwrap(),
+            LineEnd::TooLong
+        );
+        assert_eq!(buf, b"abcde", "cap + 1 bytes, no more");
+        let mut r = tokio::io::BufReader::new(&b"abcd\nxyz"[..]);
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).await.unwrap(),
+            LineEnd::Line
+        );
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).await.unwrap(),
+            LineEnd::Line
+        );
+        assert_eq!(buf, b"xyz");
+        buf.clear();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).await.unwrap(),
+            LineEnd::Eof
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_even_inside_a_string() {
+        let e = build("q", b"\"\xff\"".to_vec(), &JobOpts::default()).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.msg.contains("UTF-8"), "{}", e.msg);
+    }
 }

@@ -53,7 +53,12 @@ pub fn create_dir_durable(dir: &Path) -> Result<bool> {
         at = p.parent();
     }
     for p in missing.into_iter().rev() {
-        match fs::create_dir(p) {
+        // The directory asked for is private (0700); missing parents get the default mode.
+        let mut b = fs::DirBuilder::new();
+        if p == dir {
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, crate::perms::DIR_MODE);
+        }
+        match b.create(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => continue,
             Err(e) => return Err(Error::io(format!("cannot create {}", p.display()), e)),

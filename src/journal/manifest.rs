@@ -172,7 +172,7 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
         let text = self.encode();
-        let mut f = fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+        let mut f = crate::perms::create_file(&tmp).map_err(|e| io("cannot create", e))?;
         observe(faults, IoEvent::Created { file: &tmp });
         f.write_all(text.as_bytes())
             .map_err(|e| io("cannot write", e))?;

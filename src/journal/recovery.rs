@@ -211,6 +211,7 @@ pub fn settle(dir: &Path, v: &Verified, faults: Option<&dyn Faults>) -> Result<M
     if create_dir_durable(dir)? {
         step("open:journal-dir-created");
     }
+    crate::perms::private_dir(dir)?;
     for path in &v.stray {
         tracing::info!(file = %path.display(), "removing journal file not named in the manifest (left by an interrupted rotation, rewrite or first open)");
         match fs::remove_file(path) {

@@ -945,7 +945,7 @@ pub fn create_journal_file_observed(
     faults: Option<&dyn Faults>,
 ) -> Result<File> {
     let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-    let file = OpenOptions::new()
+    let file = crate::perms::file_options()
         .read(true)
         .write(true)
         .create_new(true)

@@ -124,14 +124,15 @@ fn db_err(dir: &Path, e: sled::Error) -> Error {
 impl Records {
     /// Opens (creating) the records under `state_dir` and loads those below `roots`.
     pub fn open(state_dir: &Path, roots: &[PathBuf]) -> Result<Records> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| Error::io(format!("creating {}", state_dir.display()), e))?;
+        crate::perms::private_dir(state_dir)?;
         let path = state_dir.join("records");
+        crate::perms::private_dir(&path)?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(8 << 20)
             .open()
             .map_err(|e| db_err(&path, e))?;
+        crate::perms::restrict_tree(&path);
         let mut map = BTreeMap::new();
         for root in roots {
             for kv in db.scan_prefix(root.as_os_str().as_bytes()) {

@@ -6,6 +6,9 @@
 //! whose error is the status and the last 2 KiB of stderr; exit status 100 gives up at once
 //! (straight to the dead letters). A child still running when the pool aborts the handler
 //! (shutdown after the grace period) is killed.
+//!
+//! Memory per job is O(KiB) whatever the command prints: stdout goes to `/dev/null`, and stderr
+//! is read in 8 KiB chunks into a [`Tail`] that keeps only its last 2 KiB.
 
 use std::process::Stdio;
 
@@ -34,9 +37,38 @@ impl ShellHandler {
     }
 }
 
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(STDERR_TAIL);
-    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+/// The last [`STDERR_TAIL`] bytes of a stream, in bounded memory.
+#[derive(Debug, Default)]
+pub struct Tail {
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    /// Appends `bytes`, forgetting all but the last [`STDERR_TAIL`] bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if bytes.len() >= STDERR_TAIL {
+            self.buf.clear();
+            self.buf
+                .extend_from_slice(&bytes[bytes.len() - STDERR_TAIL..]);
+            return;
+        }
+        let over = (self.buf.len() + bytes.len()).saturating_sub(STDERR_TAIL);
+        self.buf.drain(..over);
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The tail as text: invalid UTF-8 replaced, a character cut at the start dropped, trimmed.
+    pub fn text(&self) -> String {
+        let start = self
+            .buf
+            .iter()
+            .take(3)
+            .take_while(|b| (**b & 0xC0) == 0x80)
+            .count();
+        String::from_utf8_lossy(&self.buf[start..])
+            .trim()
+            .to_string()
+    }
 }
 
 #[async_trait]
@@ -70,11 +102,17 @@ impl Handler for ShellHandler {
         };
         let mut stderr = child.stderr.take();
         let read = async move {
-            let mut buf = Vec::new();
+            let mut tail = Tail::default();
             if let Some(r) = stderr.as_mut() {
-                let _ = r.read_to_end(&mut buf).await;
+                let mut chunk = vec![0u8; 8192];
+                while let Ok(n) = r.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.push(&chunk[..n]);
+                }
             }
-            buf
+            tail
         };
         let (_, err, status) = tokio::join!(feed, read, child.wait());
         match status {
@@ -84,7 +122,7 @@ impl Handler for ShellHandler {
                     Some(c) => format!("command exited with status {c}"),
                     None => "command was killed by a signal".to_string(),
                 };
-                let t = tail(&err);
+                let t = err.text();
                 let msg = if t.is_empty() {
                     what
                 } else {
@@ -98,5 +136,28 @@ impl Handler for ShellHandler {
             }
             Err(e) => Outcome::Retry(format!("cannot wait for the command: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_bytes_in_bounded_memory() {
+        let mut t = Tail::default();
+        for i in 0..10_000u32 {
+            t.push(format!("line {i}\n").as_bytes());
+            assert!(t.buf.len() <= STDERR_TAIL);
+        }
+        t.push(&vec![b'x'; 3 * STDERR_TAIL]);
+        t.push(b"THE-END");
+        let s = t.text();
+        assert!(s.ends_with("xxxTHE-END"), "{s}");
+        assert_eq!(s.len(), STDERR_TAIL);
+        // A multi-byte character cut at the start is dropped, not shown as garbage.
+        let mut t = Tail::default();
+        t.push("é".repeat(STDERR_TAIL).as_bytes());
+        assert!(!t.text().contains('\u{fffd}'));
     }
 }

@@ -153,7 +153,7 @@ fn rewrite(f: &FileState, s: &mut RepairSummary) -> Result<()> {
     }
     let tmp = PathBuf::from(format!("{}.repair", f.path.display()));
     {
-        let mut file = fs::File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+        let mut file = crate::perms::create_file(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
         file.write_all(&out)
             .map_err(|e| io("cannot write", &tmp, e))?;
         file.sync_all().map_err(|e| io("cannot fsync", &tmp, e))?;

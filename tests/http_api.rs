@@ -304,7 +304,13 @@ fn auth_token_cookie_and_refused_bind() {
     let r = http(a, "POST", "/login", &form, Some(b"token=bad"));
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
-    let r = http(a, "POST", "/login", &form, Some(b"token=s3cret-token-of-32-bytes-or-so"));
+    let r = http(
+        a,
+        "POST",
+        "/login",
+        &form,
+        Some(b"token=s3cret-token-of-32-bytes-or-so"),
+    );
     assert_eq!(r.status, 303);
     let cookie = r.header("set-cookie").unwrap().to_string();
     assert!(

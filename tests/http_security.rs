@@ -43,7 +43,14 @@ fn parse(raw: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -108,7 +115,13 @@ fn text_plain_and_form_posts_are_refused() {
         "Content-Type",
     );
     json_error(
-        &http(a, "POST", "/v1/queues/q/dlq/purge", &form, Some(b"all=true")),
+        &http(
+            a,
+            "POST",
+            "/v1/queues/q/dlq/purge",
+            &form,
+            Some(b"all=true"),
+        ),
         415,
         "Content-Type",
     );
@@ -117,7 +130,10 @@ fn text_plain_and_form_posts_are_refused() {
     assert!(st["queues"]["q"]["paused"] != true, "not paused: {st}");
     // The same request with the JSON type works, and body-less POSTs need none.
     let json_ct = [("Content-Type", "application/json; charset=utf-8")];
-    assert_eq!(http(a, "POST", "/v1/queues/q/jobs", &json_ct, Some(body)).status, 201);
+    assert_eq!(
+        http(a, "POST", "/v1/queues/q/jobs", &json_ct, Some(body)).status,
+        201
+    );
     assert_eq!(http(a, "POST", "/v1/queues/q/pause", &[], None).status, 200);
 }
 
@@ -174,7 +190,10 @@ fn cross_site_origin_and_fetch_metadata_are_refused() {
         );
     }
     // A link from another site may open the (static) page, not the data.
-    let nav = [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Mode", "navigate")];
+    let nav = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+    ];
     assert_eq!(http(a, "GET", "/", &nav, None).status, 200);
     assert_eq!(waiting(a), 2);
 }
@@ -196,7 +215,13 @@ fn dns_rebinding_host_is_refused() {
         format!("127.0.0.1.nip.io:{p}"),
         format!("10.9.8.7:{p}"),
     ] {
-        for path in ["/v1/stats", "/v1/queues/q/jobs", "/metrics", "/v1/dashboard", "/"] {
+        for path in [
+            "/v1/stats",
+            "/v1/queues/q/jobs",
+            "/metrics",
+            "/v1/dashboard",
+            "/",
+        ] {
             let r = get_with_host(a, path, &host);
             json_error(&r, 421, "does not name this durq");
             assert!(!r.text().contains("secret"), "{}", r.text());
@@ -224,7 +249,10 @@ fn weak_token_files_are_refused() {
     for mode in [0o644, 0o640, 0o604, 0o660] {
         let tf = token_file(dir.path(), TOKEN, mode);
         let data = dir.path().join(format!("data-{mode:o}"));
-        let o = run(&data, &["serve", "--listen", "127.0.0.1:0", "--token-file", &tf]);
+        let o = run(
+            &data,
+            &["serve", "--listen", "127.0.0.1:0", "--token-file", &tf],
+        );
         assert_eq!(o.status.code(), Some(2), "{mode:o}: {}", stderr(&o));
         assert!(
             stderr(&o).contains(&format!("chmod 600 {tf}")),
@@ -237,7 +265,10 @@ fn weak_token_files_are_refused() {
     let short = token_file(dir.path(), "a", 0o600);
     for listen in ["0.0.0.0:0", "[::]:0"] {
         let data = dir.path().join("data-short");
-        let o = run(&data, &["serve", "--listen", listen, "--token-file", &short]);
+        let o = run(
+            &data,
+            &["serve", "--listen", listen, "--token-file", &short],
+        );
         assert_eq!(o.status.code(), Some(2), "{listen}: {}", stderr(&o));
         assert!(stderr(&o).contains("at least 16 bytes"), "{}", stderr(&o));
         assert!(!data.exists());
@@ -337,7 +368,8 @@ fn oversized_batch_is_refused_before_it_is_read() {
 
 /// Reads until the server closes the connection; returns how long that took.
 fn time_to_close(s: &mut TcpStream, start: Instant, limit: Duration) -> Option<Duration> {
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = [0u8; 1024];
     while start.elapsed() < limit {
         match s.read(&mut buf) {
@@ -419,7 +451,8 @@ fn slow_loris_heads_idle_connections_and_slow_bodies_are_cut_off() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while !(out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}")) {
@@ -510,7 +543,11 @@ fn token_guesses_are_throttled_per_ip() {
         (r.status != 429).then_some(r)
     });
     assert_eq!(r.status, 303, "{}", r.text());
-    assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -524,7 +561,11 @@ fn bearer_scheme_is_case_insensitive() {
         let r = http(a, "GET", "/v1/stats", &[("Authorization", &h)], None);
         assert_eq!(r.status, 200, "{scheme}: {}", r.text());
     }
-    for bad in [format!("Basic {TOKEN}"), TOKEN.to_string(), format!("Bearer {TOKEN}x")] {
+    for bad in [
+        format!("Basic {TOKEN}"),
+        TOKEN.to_string(),
+        format!("Bearer {TOKEN}x"),
+    ] {
         let r = http(a, "GET", "/v1/stats", &[("Authorization", &bad)], None);
         json_error(&r, 401, "token");
     }
@@ -537,20 +578,42 @@ fn every_error_is_json() {
     let a = s.addr.as_str();
     let json_ct = [("Content-Type", "application/json")];
     json_error(&http(a, "GET", "/nope", &[], None), 404, "no such endpoint");
-    json_error(&http(a, "GET", "/v1/nope", &[], None), 404, "no such endpoint");
-    json_error(&http(a, "GET", "/assets/nope.js", &[], None), 404, "no such");
+    json_error(
+        &http(a, "GET", "/v1/nope", &[], None),
+        404,
+        "no such endpoint",
+    );
+    json_error(
+        &http(a, "GET", "/assets/nope.js", &[], None),
+        404,
+        "no such",
+    );
     let r = http(a, "GET", "/v1/reserve", &[], None);
     json_error(&r, 405, "GET is not allowed on /v1/reserve");
     assert!(r.header("allow").is_some_and(|v| v.contains("POST")));
-    json_error(&http(a, "DELETE", "/v1/stats", &[], None), 405, "not allowed");
-    json_error(&http(a, "OPTIONS", "/v1/queues/q/jobs", &[], None), 405, "not allowed");
+    json_error(
+        &http(a, "DELETE", "/v1/stats", &[], None),
+        405,
+        "not allowed",
+    );
+    json_error(
+        &http(a, "OPTIONS", "/v1/queues/q/jobs", &[], None),
+        405,
+        "not allowed",
+    );
     json_error(
         &http(a, "PUT", "/v1/queues/q/jobs", &json_ct, Some(b"{}")),
         405,
         "not allowed",
     );
     json_error(
-        &http(a, "POST", "/v1/queues/q/jobs", &[("Content-Type", "text/plain")], Some(b"{}")),
+        &http(
+            a,
+            "POST",
+            "/v1/queues/q/jobs",
+            &[("Content-Type", "text/plain")],
+            Some(b"{}"),
+        ),
         415,
         "application/json",
     );
@@ -595,7 +658,10 @@ fn cookie_pair(r: &Resp) -> String {
 }
 
 fn csrf_of(page: &str) -> String {
-    let i = page.find(r#"name="csrf-token" content=""#).expect("a CSRF meta tag") + 27;
+    let i = page
+        .find(r#"name="csrf-token" content=""#)
+        .expect("a CSRF meta tag")
+        + 27;
     page[i..i + page[i..].find('"').unwrap()].to_string()
 }
 
@@ -665,7 +731,13 @@ fn sessions_csrf_and_logout() {
     // Logout needs the CSRF token too, then the cookie is dead; the other session lives on.
     let form = ("Content-Type", "application/x-www-form-urlencoded");
     json_error(
-        &http(a, "POST", "/logout", &[form, ("Cookie", &c1)], Some(b"csrf=wrong")),
+        &http(
+            a,
+            "POST",
+            "/logout",
+            &[form, ("Cookie", &c1)],
+            Some(b"csrf=wrong"),
+        ),
         403,
         "CSRF",
     );

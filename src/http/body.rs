@@ -243,6 +243,12 @@ pub fn check_body(endpoint: Endpoint, bytes: &[u8]) -> Result<usize, ApiError> {
             count.feed(bytes).map_err(ApiError::bad)?;
             let b: BatchBody = parse_json(bytes)?;
             let n = b.jobs.len();
+            if n == 0 {
+                return Err(ApiError::bad(format!(
+                    "a batch holds 1 to {} jobs (got 0)",
+                    super::batch::MAX_BATCH
+                )));
+            }
             for spec in b.jobs {
                 spec_job("q", spec, &JobOpts::default())?;
             }

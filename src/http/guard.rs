@@ -116,6 +116,7 @@ impl HostPolicy {
 }
 
 fn refuse(status: StatusCode, msg: String) -> Response {
+    tracing::debug!(status = status.as_u16(), "refused: {msg}");
     ApiError { status, msg }.into_response()
 }
 

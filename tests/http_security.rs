@@ -470,6 +470,20 @@ fn slow_loris_heads_idle_connections_and_slow_bodies_are_cut_off() {
         "{took:?}"
     );
     assert_eq!(waiting(&a), 0);
+    // A long-poll longer than the header timeout is not cut off: the timer only runs while
+    // the server waits for a request head.
+    let t = Instant::now();
+    let r = post_json(
+        &a,
+        "/v1/reserve",
+        &json!({"queues": ["q"], "wait": "2500ms"}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        t.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        t.elapsed()
+    );
     // The server still answers.
     assert_eq!(http(&a, "GET", "/v1/stats", &[], None).status, 200);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for a while: fuzz/run.sh TARGET SECONDS
-# Targets: record_decoder, manifest, base_snapshot. Seeds come from fuzz/seeds/TARGET (valid
+# Targets: record_decoder, manifest, base_snapshot, http_bodies. Seeds come from fuzz/seeds/TARGET (valid
 # files written by `cargo run --example make_fixture`). On a crash libFuzzer saves the
 # reproducer under fuzz/artifacts/TARGET/ and this script exits non-zero.
 # Replay one: RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-…

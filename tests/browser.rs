@@ -1,6 +1,9 @@
 //! The dashboard in real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 //! fantoccini over WebDriver) against a running `durq serve` with live work: depth numbers,
 //! updates without reload, the requeue button. Saves `target/browser-artifacts/dashboard.png`.
+//! With a token: the login form, a requeue (which needs the session's CSRF token), sign out.
+//! And a hostile page on another origin that attacks durq from the same browser: its
+//! requests reach durq and are refused.
 
 mod support;
 
@@ -53,10 +56,54 @@ async fn wait_cell(c: &fantoccini::Client, queue: &str, state: &str, want: &str)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_in_headless_chromium() {
+/// A WebDriver session on headless Chromium; keep the returned guards alive while using it.
+async fn browser() -> (fantoccini::Client, Proc, tempfile::TempDir) {
     let chromium = find_binary(&["chromium", "chromium-browser"]);
     let driver = find_binary(&["chromedriver"]);
+    let port = free_port();
+    let driver = Proc(
+        std::process::Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("chromedriver", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--no-first-run", "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display())],
+        }),
+    );
+    let conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    let c = ClientBuilder::new(conn)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session");
+    (c, driver, profile)
+}
+
+async fn wait_gone(c: &fantoccini::Client, css: &str) {
+    let start = std::time::Instant::now();
+    while c.find(Locator::Css(css)).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{css} still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
     // Three waiting jobs nobody works on; one dead letter; live work on queue "live".
@@ -86,34 +133,7 @@ async fn dashboard_in_headless_chromium() {
     });
     ok(&run(&d, &["pause", "dq"])); // a requeued job must stay waiting
 
-    let port = free_port();
-    let _driver = Proc(
-        std::process::Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("chromedriver", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--no-first-run", "--window-size=1280,1000", format!("--user-data-dir={}", profile.path().display())],
-        }),
-    );
-    let conn = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(conn)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session");
+    let (c, _driver, _profile) = browser().await;
 
     c.goto(&format!("http://{a}/")).await.unwrap();
     wait_cell(&c, "depth", "waiting", "3").await;
@@ -169,4 +189,174 @@ async fn dashboard_in_headless_chromium() {
     let no_dead = c.find(Locator::Id("no-dead")).await.unwrap();
     assert!(no_dead.is_displayed().await.unwrap());
     c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_csrf_requeue_and_sign_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let tf = dir.path().join("token");
+    let token = "a-long-enough-browser-token-123";
+    std::fs::write(&tf, token).unwrap();
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&run(&d, &["enqueue", "dq", "{}", "--max-retries", "0"]));
+    let server = start_serve(
+        &d,
+        &[
+            "--token-file",
+            tf.to_str().unwrap(),
+            "--work",
+            "dq",
+            "--exec",
+            "exit 1",
+        ],
+    );
+    let a = server.addr.clone();
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    wait_for("the dead letter", Duration::from_secs(20), || {
+        (http(&a, "GET", "/v1/stats", &auth, None).json()["queues"]["dq"]["dead"] == 1)
+            .then_some(())
+    });
+    ok(&run(&d, &["pause", "dq"]));
+
+    let (c, _driver, _profile) = browser().await;
+    c.goto(&format!("http://{a}/")).await.unwrap();
+    let field = c.find(Locator::Css("input[name=token]")).await.unwrap();
+    field.send_keys("wrong").await.unwrap();
+    c.find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::XPath("//*[contains(text(), 'not right')]"))
+        .await
+        .unwrap();
+    let field = c.find(Locator::Css("input[name=token]")).await.unwrap();
+    field.send_keys(token).await.unwrap();
+    c.find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_cell(&c, "dq", "dead", "1").await;
+    // The requeue button's POST carries the session's CSRF token.
+    c.wait()
+        .for_element(Locator::Css("#dead button.requeue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_cell(&c, "dq", "waiting", "1").await;
+    let st = http(&a, "GET", "/v1/stats", &auth, None).json();
+    assert_eq!(st["queues"]["dq"]["dead"], 0);
+    // Sign out: back to the login form, and the old session no longer reads anything.
+    c.find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("input[name=token]"))
+        .await
+        .unwrap();
+    c.goto(&format!("http://{a}/v1/dashboard")).await.unwrap();
+    let body = c
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("access token"), "{body}");
+    c.close().await.unwrap();
+}
+
+/// Serves one fixed HTML page on a free port (a hostile site on another origin).
+fn hostile_site(html: String) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                html.len(),
+                html
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_page_cannot_enqueue_pause_or_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    ok(&run(&d, &["enqueue", "q", r#"{"secret":"s3"}"#]));
+    let server = start_serve(&d, &[]);
+    let a = server.addr.clone();
+    let target = format!("http://{a}");
+    // Everything a page can do without CORS: a no-cors text/plain POST, a body-less POST, a
+    // read, and a text/plain form submission.
+    let html = format!(
+        r#"<!doctype html><html><body>
+<form id="f" method="post" action="{target}/v1/queues/evil/jobs" enctype="text/plain">
+<input name='{{"payload":1,"x":"' value='"}}'><button type="submit">go</button></form>
+<script>
+(async () => {{
+  const out = [];
+  const go = async (what, p) => {{ try {{ const r = await p; out.push(what + ":" + r.type + ":" + r.status); }} catch (e) {{ out.push(what + ":error"); }} }};
+  await go("enqueue", fetch("{target}/v1/queues/evil/jobs", {{method: "POST", mode: "no-cors", headers: {{"content-type": "text/plain"}}, body: '{{"payload":2}}'}}));
+  await go("pause", fetch("{target}/v1/queues/q/pause", {{method: "POST", mode: "no-cors"}}));
+  await go("json", fetch("{target}/v1/queues/evil/jobs", {{method: "POST", headers: {{"content-type": "application/json"}}, body: '{{"payload":3}}'}}));
+  await go("read", fetch("{target}/v1/queues/q/jobs"));
+  document.title = "done " + out.join(" ");
+}})();
+</script></body></html>"#
+    );
+    let evil = hostile_site(html);
+    let (c, _driver, _profile) = browser().await;
+    c.goto(&format!("http://localhost:{evil}/")).await.unwrap();
+    let start = std::time::Instant::now();
+    let title = loop {
+        let t = c.title().await.unwrap();
+        if t.starts_with("done") {
+            break t;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "title {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The reads failed in the page (no CORS), so the secret never reached it.
+    assert!(title.contains("read:error"), "{title}");
+    assert!(title.contains("json:error"), "{title}");
+    c.find(Locator::Css("#f button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_gone(&c, "#f").await;
+    c.close().await.unwrap();
+
+    let st = http(&a, "GET", "/v1/stats", &[], None).json();
+    assert!(st["queues"]["evil"].is_null(), "nothing enqueued: {st}");
+    assert_ne!(st["queues"]["q"]["paused"], true, "not paused: {st}");
+    // The attacks did reach durq, and were refused there.
+    let mut s = server;
+    s.proc.term();
+    let logged: Vec<String> = s.stderr.try_iter().collect();
+    let refused = logged.iter().filter(|l| l.contains("refused:")).count();
+    eprintln!("hostile page: {title}; durq logged {refused} refusals");
+    assert!(refused >= 4, "{refused} refusals logged: {logged:#?}");
 }

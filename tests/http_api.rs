@@ -267,7 +267,11 @@ fn auth_token_cookie_and_refused_bind() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
     let tf = dir.path().join("token");
-    std::fs::write(&tf, "  s3cret-token\n").unwrap();
+    std::fs::write(&tf, "  s3cret-token-of-32-bytes-or-so\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let s = start_serve(&d, &["--token-file", tf.to_str().unwrap()]);
     let a = s.addr.as_str();
     for (m, p) in [
@@ -276,19 +280,20 @@ fn auth_token_cookie_and_refused_bind() {
         ("POST", "/v1/queues/q/jobs"),
         ("GET", "/v1/dashboard"),
     ] {
-        let r = http(a, m, p, &[], Some(b"{\"payload\":1}"));
+        let json = ("Content-Type", "application/json");
+        let r = http(a, m, p, &[json], Some(b"{\"payload\":1}"));
         assert_eq!(r.status, 401, "{m} {p}");
         assert!(r.json()["error"].is_string());
         let r = http(
             a,
             m,
             p,
-            &[("Authorization", "Bearer wrong")],
+            &[json, ("Authorization", "Bearer wrong")],
             Some(b"{\"payload\":1}"),
         );
         assert_eq!(r.status, 401, "{m} {p}");
     }
-    let bearer = [("Authorization", "Bearer s3cret-token")];
+    let bearer = [("Authorization", "Bearer s3cret-token-of-32-bytes-or-so")];
     assert_eq!(http(a, "GET", "/v1/stats", &bearer, None).status, 200);
     assert_eq!(http(a, "GET", "/metrics", &bearer, None).status, 200);
     // Dashboard: login page, wrong token, then the cookie.
@@ -299,7 +304,13 @@ fn auth_token_cookie_and_refused_bind() {
     let r = http(a, "POST", "/login", &form, Some(b"token=bad"));
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
-    let r = http(a, "POST", "/login", &form, Some(b"token=s3cret-token"));
+    let r = http(
+        a,
+        "POST",
+        "/login",
+        &form,
+        Some(b"token=s3cret-token-of-32-bytes-or-so"),
+    );
     assert_eq!(r.status, 303);
     let cookie = r.header("set-cookie").unwrap().to_string();
     assert!(
@@ -307,7 +318,7 @@ fn auth_token_cookie_and_refused_bind() {
         "{cookie}"
     );
     assert!(
-        !cookie.contains("s3cret-token"),
+        !cookie.contains("s3cret"),
         "the cookie does not carry the token"
     );
     let pair = cookie.split(';').next().unwrap().to_string();
@@ -451,7 +462,7 @@ while true; do
   id=$(echo "$body" | sed -n 's/.*"id":"\([0-9]*\)".*/\1/p')
   token=$(echo "$body" | sed -n 's/.*"token":"\([0-9a-f]*\)".*/\1/p')
   echo "$id" >> {out}
-  curl -sS -f -X POST -d "{{\"token\":\"$token\"}}" $base/jobs/$id/ack > /dev/null
+  curl -sS -f -X POST -H 'content-type: application/json' -d "{{\"token\":\"$token\"}}" $base/jobs/$id/ack > /dev/null
   n=$((n+1))
 done
 echo $n"#,

@@ -223,6 +223,21 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long running jobs may take to finish.
     #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
     pub grace: Duration,
+    /// Also accept this Host (NAME or NAME:PORT), e.g. behind a TLS terminator (repeatable).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_host: Vec<String>,
+    /// Mark the session cookie Secure (set it when a TLS terminator serves durq).
+    #[arg(long)]
+    pub cookie_secure: bool,
+    /// Most open HTTP connections; more are answered 503.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
+    /// Time a connection may take to send a request head (also the keep-alive idle timeout).
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Time a request body may take to arrive.
+    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
+    pub body_timeout: Duration,
 }
 
 /// `durq stats`.

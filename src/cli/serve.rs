@@ -4,7 +4,9 @@
 //! socket).
 //!
 //! Order of start, so that a refused start changes nothing: validate every option, read the
-//! token, bind the TCP port, and only then open the data directory. On SIGINT/SIGTERM: stop
+//! token (refused when group or others may read or write its file, or when it is shorter than
+//! 16 bytes on a non-loopback address), bind the TCP port, and only then open the data
+//! directory. On SIGINT/SIGTERM: stop
 //! accepting (in-flight requests get 5 s), drain the workers (`--grace`), stop the watchers,
 //! flush the queue, exit 0. The address actually bound is printed on stderr as
 //! `durq: listening on http://ADDR/`.
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::{auth::Auth, check_listen, router, AppState};
+use crate::http::{auth::Auth, check_listen, router, AppState, Limits, Security};
 use crate::metrics::Metrics;
 use crate::worker::Pool;
 
@@ -29,6 +31,22 @@ fn read_token(a: &ServeArgs) -> Result<Option<String>, CliError> {
     let Some(path) = &a.token_file else {
         return Ok(None);
     };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CliError::usage(format!(
+                "the token file {p} is open to other users (mode {mode:04o}); run `chmod 600 {p}`",
+                p = path.display()
+            )));
+        }
+    }
     let raw = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(format!(
             "cannot read the token file {}: {e}",
@@ -54,7 +72,7 @@ pub async fn run(g: &Globals, a: ServeArgs) -> Result<(), CliError> {
         ))
     })?;
     let token = read_token(&a)?;
-    check_listen(&addr, token.is_some())?;
+    check_listen(&addr, token.as_deref())?;
     if a.work.len() != a.exec.len() {
         return Err(CliError::usage(format!(
             "each --work QUEUE needs its --exec CMD (got {} --work and {} --exec)",
@@ -77,9 +95,23 @@ pub async fn run(g: &Globals, a: ServeArgs) -> Result<(), CliError> {
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::other(format!("cannot read the listening address: {e}")))?;
+    let limits = Limits {
+        max_connections: a.max_connections as usize,
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
+    };
+    let security = Arc::new(Security::new(
+        bound,
+        &a.allow_host,
+        a.cookie_secure,
+        limits,
+    )?);
     as_owner(g, Some(a.lease), |queue| async move {
         let metrics = Arc::new(Metrics::new());
-        serve(g, &a, &queue, metrics, listener, bound, token, stop).await
+        serve(
+            g, &a, &queue, metrics, listener, bound, token, security, stop,
+        )
+        .await
     })
     .await
 }
@@ -93,6 +125,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     bound: SocketAddr,
     token: Option<String>,
+    security: Arc<Security>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), CliError> {
     let mut pools = Vec::new();
@@ -124,16 +157,17 @@ async fn serve(
     let state = AppState {
         queue: queue.clone(),
         metrics,
-        auth: token.map(|t| Arc::new(Auth::new(t))),
+        auth: token.map(|t| Arc::new(Auth::new(&t))),
+        security: security.clone(),
     };
     eprintln!("durq: listening on http://{bound}/");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = security.limits;
     let server = tokio::spawn(async move {
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
+        crate::http::server::serve(listener, router(state), limits, async move {
+            let _ = rx.await;
+        })
+        .await
     });
     stop.await;
     tracing::info!("stopping: draining requests, workers and watchers");
@@ -147,15 +181,16 @@ async fn serve(
     if let Err(e) = super::watch::stop_all(watchers).await {
         first_err.get_or_insert(e);
     }
+    let abort = server.abort_handle();
     match tokio::time::timeout(HTTP_DRAIN, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            first_err.get_or_insert(CliError::other(format!("the HTTP server failed: {e}")));
-        }
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             first_err.get_or_insert(CliError::other(format!("the HTTP server failed: {e}")));
         }
-        Err(_) => tracing::warn!("requests still running after {HTTP_DRAIN:?} were cut off"),
+        Err(_) => {
+            abort.abort();
+            tracing::warn!("requests still running after {HTTP_DRAIN:?} were cut off")
+        }
     }
     if let Some(f) = feeder {
         f.abort();

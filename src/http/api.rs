@@ -1,7 +1,7 @@
 //! `/v1` queue endpoints: enqueue (single, batch), job list and lookup, stats, dead letters,
 //! pause / resume. Shapes are those of the CLI's `--json` ([`crate::cli::output`]).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -13,11 +13,11 @@ use crate::cli::enqueue::{spec_job, JobSpec};
 use crate::cli::output::{job_json, stats_json};
 use crate::job::{validate_queue_name, JobId, JobState, Selection};
 
-use super::error::{ApiError, JsonBody};
+use super::batch::MAX_BATCH;
+use super::body::{BatchJson, JsonBody};
+use super::error::ApiError;
+use super::query::{P, Q};
 use super::AppState;
-
-/// Most jobs in one batch request.
-pub const MAX_BATCH: usize = 10_000;
 
 fn queue_name(q: &str) -> Result<(), ApiError> {
     validate_queue_name(q).map_err(ApiError::from)
@@ -26,7 +26,7 @@ fn queue_name(q: &str) -> Result<(), ApiError> {
 /// `POST /v1/queues/{queue}/jobs` with a job spec → 201 `{"id", "duplicate"}`.
 pub async fn enqueue(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
+    P(queue): P<String>,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     queue_name(&queue)?;
@@ -43,18 +43,11 @@ pub async fn enqueue(
     ))
 }
 
-/// Body of a batch enqueue.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchBody {
-    jobs: Vec<JobSpec>,
-}
-
 /// `POST /v1/queues/{queue}/jobs/batch` with `{"jobs": [spec…]}`: all or nothing.
 pub async fn enqueue_batch(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
-    JsonBody(body): JsonBody<BatchBody>,
+    P(queue): P<String>,
+    BatchJson(body): BatchJson,
 ) -> Result<impl IntoResponse, ApiError> {
     queue_name(&queue)?;
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
@@ -79,6 +72,7 @@ pub async fn enqueue_batch(
 
 /// Query of the list endpoints.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
     limit: Option<usize>,
@@ -87,8 +81,8 @@ pub struct ListQuery {
 /// `GET /v1/queues/{queue}/jobs?state=S&limit=N` → `{"jobs": [...]}` in run order.
 pub async fn list(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
-    Query(q): Query<ListQuery>,
+    P(queue): P<String>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
     let state = q.state.as_deref().map(str::parse::<JobState>).transpose()?;
@@ -102,10 +96,7 @@ pub async fn list(
 }
 
 /// `GET /v1/jobs/{id}` → the job, or 404.
-pub async fn get_job(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_job(State(s): State<AppState>, P(id): P<String>) -> Result<Json<Value>, ApiError> {
     let id: JobId = id.parse()?;
     match s.queue.get(id).await? {
         Some(j) => Ok(Json(job_json(&j))),
@@ -121,8 +112,8 @@ pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 /// `GET /v1/queues/{queue}/dlq?limit=N` → `{"jobs": [...]}`, most recent first.
 pub async fn dlq_list(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
-    Query(q): Query<ListQuery>,
+    P(queue): P<String>,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
     let jobs = s
@@ -136,6 +127,11 @@ pub async fn dlq_list(
     Ok(Json(
         json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() }),
     ))
+}
+
+/// Checks a dead-letter selection body (for the fuzz target).
+pub fn check_select(b: SelectBody) -> Result<Selection, ApiError> {
+    b.selection()
 }
 
 /// Which dead letters: `{"ids": ["…"]}` or `{"all": true}`.
@@ -171,7 +167,7 @@ impl SelectBody {
 /// `POST /v1/queues/{queue}/dlq/requeue` → `{"queue", "requeued": n}`.
 pub async fn dlq_requeue(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
+    P(queue): P<String>,
     JsonBody(b): JsonBody<SelectBody>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
@@ -182,7 +178,7 @@ pub async fn dlq_requeue(
 /// `POST /v1/queues/{queue}/dlq/purge` → `{"queue", "purged": n}`.
 pub async fn dlq_purge(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
+    P(queue): P<String>,
     JsonBody(b): JsonBody<SelectBody>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
@@ -193,7 +189,7 @@ pub async fn dlq_purge(
 /// `POST /v1/queues/{queue}/pause`.
 pub async fn pause(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
+    P(queue): P<String>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
     s.queue.pause(&queue).await?;
@@ -203,7 +199,7 @@ pub async fn pause(
 /// `POST /v1/queues/{queue}/resume`.
 pub async fn resume(
     State(s): State<AppState>,
-    Path(queue): Path<String>,
+    P(queue): P<String>,
 ) -> Result<Json<Value>, ApiError> {
     queue_name(&queue)?;
     s.queue.resume(&queue).await?;

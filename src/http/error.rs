@@ -1,12 +1,16 @@
-//! JSON errors (`{"error": "..."}`) and [`JsonBody`], the body extractor that turns malformed
-//! JSON into a 400 naming the problem and an oversized body into a 413.
+//! JSON errors (`{"error": "..."}`), the fallback for unknown routes, and [`json_errors`], the
+//! outermost middleware that guarantees the invariant below and adds the security headers.
+//!
+//! Invariant: every answer with a 4xx/5xx status is JSON `{"error": "..."}` — axum's own
+//! rejections (405, query strings, path parameters, forms) included — except the HTML login
+//! page the dashboard shows (401 at `/`, and wrong tokens at `/login`).
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 
 use crate::cli::CliError;
 
@@ -66,43 +70,80 @@ impl From<CliError> for ApiError {
     }
 }
 
-/// A JSON body of any content type: 413 over the limit, 400 naming what is wrong.
-#[derive(Debug)]
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    msg: format!(
-                        "request body is over the limit of {} bytes",
-                        super::BODY_LIMIT
-                    ),
-                }
-            } else {
-                ApiError {
-                    status: r.status(),
-                    msg: r.body_text(),
-                }
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad("request body is empty; send a JSON object"));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad(format!("request body is not valid: {e}")))
-    }
-}
-
 /// 404 for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         msg: "no such endpoint; see the README for the /v1 API".into(),
     }
+}
+
+/// Largest non-JSON error body that [`json_errors`] quotes (axum's rejections are short).
+const QUOTE_LIMIT: usize = 4096;
+
+fn default_message(status: StatusCode, method: &str, path: &str) -> String {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!("{method} is not allowed on {path}; see the README for the /v1 API")
+        }
+        StatusCode::NOT_FOUND => "no such endpoint; see the README for the /v1 API".into(),
+        s => s
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_string(),
+    }
+}
+
+/// Outermost middleware: turns any non-JSON error answer into `{"error": …}` (keeping its
+/// status and headers such as `Allow`), and sets the security headers on every answer.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let mut res = next.run(req).await;
+    let status = res.status();
+    let ty = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if (status.is_client_error() || status.is_server_error())
+        && !ty.starts_with("application/json")
+        && !ty.starts_with("text/html")
+    {
+        let (mut parts, body) = res.into_parts();
+        let text = axum::body::to_bytes(body, QUOTE_LIMIT)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let msg = if text.is_empty() {
+            default_message(status, &method, &path)
+        } else {
+            text
+        };
+        let body = serde_json::json!({ "error": msg }).to_string();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res = Response::from_parts(parts, Body::from(body));
+    }
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
 }

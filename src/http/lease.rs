@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,7 +17,9 @@ use crate::cli::args::duration;
 use crate::cli::output::job_json;
 use crate::job::{validate_queue_name, FailAction, FailOutcome, JobId, LeaseToken};
 
-use super::error::{ApiError, JsonBody};
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::query::P;
 use super::AppState;
 
 /// Longest long-poll.
@@ -37,12 +39,8 @@ pub struct ReserveBody {
     lease: Option<String>,
 }
 
-/// `POST /v1/reserve` `{"queues": [...], "wait": "10s", "lease": "30s"}` → 200
-/// `{"job", "token", "expires_at"}`, or 204 when nothing was ready within `wait`.
-pub async fn reserve(
-    State(s): State<AppState>,
-    JsonBody(b): JsonBody<ReserveBody>,
-) -> Result<Response, ApiError> {
+/// Validates a reserve body into the request it asks for.
+pub fn check_reserve(b: ReserveBody) -> Result<ReserveRequest, ApiError> {
     if b.queues.is_empty() {
         return Err(ApiError::bad("\"queues\" must name at least one queue"));
     }
@@ -60,6 +58,16 @@ pub async fn reserve(
     if let Some(l) = dur("lease", b.lease.as_deref())? {
         req = req.lease(l);
     }
+    Ok(req)
+}
+
+/// `POST /v1/reserve` `{"queues": [...], "wait": "10s", "lease": "30s"}` → 200
+/// `{"job", "token", "expires_at"}`, or 204 when nothing was ready within `wait`.
+pub async fn reserve(
+    State(s): State<AppState>,
+    JsonBody(b): JsonBody<ReserveBody>,
+) -> Result<Response, ApiError> {
+    let req = check_reserve(b)?;
     match s.queue.reserve_with(req).await? {
         Some(lease) => Ok(Json(json!({
             "job": job_json(&lease.job),
@@ -78,6 +86,11 @@ pub struct TokenBody {
     token: String,
 }
 
+/// Validates an ack / release body.
+pub fn check_token(b: TokenBody) -> Result<LeaseToken, ApiError> {
+    Ok(b.token.parse()?)
+}
+
 fn parse(id: &str, token: &str) -> Result<(JobId, LeaseToken), ApiError> {
     Ok((id.parse()?, token.parse()?))
 }
@@ -85,7 +98,7 @@ fn parse(id: &str, token: &str) -> Result<(JobId, LeaseToken), ApiError> {
 /// `POST /v1/jobs/{id}/ack` `{"token"}`.
 pub async fn ack(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
     JsonBody(b): JsonBody<TokenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, token) = parse(&id, &b.token)?;
@@ -96,7 +109,7 @@ pub async fn ack(
 /// `POST /v1/jobs/{id}/release` `{"token"}`: back to waiting, attempt not counted.
 pub async fn release(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
     JsonBody(b): JsonBody<TokenBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, token) = parse(&id, &b.token)?;
@@ -115,14 +128,9 @@ pub struct FailBody {
     give_up: bool,
 }
 
-/// `POST /v1/jobs/{id}/fail` `{"token", "error", "retry_after"?, "give_up"?}` →
-/// `{"outcome": "retrying", "run_at"}` or `{"outcome": "dead"}`.
-pub async fn fail(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    JsonBody(b): JsonBody<FailBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (id, token) = parse(&id, &b.token)?;
+/// Validates a fail body into (token, error, action).
+pub fn check_fail(b: FailBody) -> Result<(LeaseToken, String, FailAction), ApiError> {
+    let token: LeaseToken = b.token.parse()?;
     let action = match (b.give_up, dur("retry_after", b.retry_after.as_deref())?) {
         (true, None) => FailAction::GiveUp,
         (false, Some(d)) => FailAction::RetryAfter(d),
@@ -133,7 +141,19 @@ pub async fn fail(
             ))
         }
     };
-    let out = s.queue.backend().fail(id, token, b.error, action).await?;
+    Ok((token, b.error, action))
+}
+
+/// `POST /v1/jobs/{id}/fail` `{"token", "error", "retry_after"?, "give_up"?}` →
+/// `{"outcome": "retrying", "run_at"}` or `{"outcome": "dead"}`.
+pub async fn fail(
+    State(s): State<AppState>,
+    P(id): P<String>,
+    JsonBody(b): JsonBody<FailBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: JobId = id.parse()?;
+    let (token, error, action) = check_fail(b)?;
+    let out = s.queue.backend().fail(id, token, error, action).await?;
     Ok(Json(match out {
         FailOutcome::Retrying { run_at } => {
             json!({"id": id.to_string(), "outcome": "retrying", "run_at": run_at.to_rfc3339()})
@@ -153,7 +173,7 @@ pub struct HeartbeatBody {
 /// `POST /v1/jobs/{id}/heartbeat` `{"token", "lease"?: "30s"}` → `{"expires_at"}`.
 pub async fn heartbeat(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    P(id): P<String>,
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, token) = parse(&id, &b.token)?;

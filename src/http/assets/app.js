@@ -6,6 +6,9 @@
   let polls = 0;
 
   const $ = (id) => document.getElementById(id);
+  // The session's CSRF token (empty without a login); sent back on every change.
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  const CSRF = meta ? meta.getAttribute("content") : "";
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -123,7 +126,7 @@
     try {
       const r = await fetch(`/v1/queues/${encodeURIComponent(queue)}/dlq/requeue`, {
         method: "POST", credentials: "same-origin",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", "x-csrf-token": CSRF },
         body: JSON.stringify({ ids: [id] }),
       });
       if (!r.ok) throw new Error((await r.json()).error || r.statusText);

@@ -29,6 +29,7 @@ pub trait Faults: Send + Sync + 'static {
         Ok(())
     }
     /// At a named step (`rewrite:base-written`, `rewrite:manifest-written`,
-    /// `rewrite:old-deleted`, `rotate:segment-created`, `recovery:replayed`).
+    /// `rewrite:deleting-old` (after each old segment is removed), `rewrite:old-deleted`,
+    /// `rotate:segment-created`, `manifest:tmp-written`, `manifest:renamed`, `recovery:replayed`).
     fn on_step(&self, _step: &str) {}
 }

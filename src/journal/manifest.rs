@@ -153,6 +153,12 @@ impl Manifest {
 
     /// Writes the manifest atomically into `dir` (temp, fsync, rename, fsync dir).
     pub fn store(&self, dir: &Path) -> Result<()> {
+        self.store_with(dir, &|_| {})
+    }
+
+    /// [`Manifest::store`], calling `step` after the temp file is synced (`manifest:tmp-written`)
+    /// and after the rename (`manifest:renamed`), so crash tests can kill at each point.
+    pub fn store_with(&self, dir: &Path, step: &dyn Fn(&str)) -> Result<()> {
         let tmp = dir.join("MANIFEST.tmp");
         let path = dir.join(MANIFEST);
         let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
@@ -161,7 +167,9 @@ impl Manifest {
             .map_err(|e| io("cannot write", e))?;
         f.sync_all().map_err(|e| io("cannot fsync", e))?;
         drop(f);
+        step("manifest:tmp-written");
         fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
+        step("manifest:renamed");
         fsync_dir(dir)
     }
 

@@ -543,7 +543,7 @@ impl Writer {
             number,
             start_seq: self.last_seq,
         });
-        m.store(&self.cfg.dir)?;
+        m.store_with(&self.cfg.dir, &|s| self.step(s))?;
         self.manifest = m;
         self.file = Arc::new(file);
         self.path = path.clone();
@@ -629,7 +629,7 @@ impl Writer {
         let mut m = old.clone();
         m.base = Some((number, seq));
         m.segments.retain(|s| s.number >= number);
-        if let Err(e) = m.store(&self.cfg.dir) {
+        if let Err(e) = m.store_with(&self.cfg.dir, &|s| self.step(s)) {
             tracing::warn!(error = %e, "cannot install the rewritten base; keeping the old files");
             return;
         }
@@ -640,6 +640,7 @@ impl Writer {
         }
         for s in old.segments.iter().filter(|s| s.number < number) {
             let _ = fs::remove_file(self.cfg.dir.join(segment_name(s.number)));
+            self.step("rewrite:deleting-old");
         }
         let _ = fsync_dir(&self.cfg.dir);
         self.step("rewrite:old-deleted");

@@ -559,7 +559,7 @@ async fn kill_mixed(policy: FsyncPolicy, kills: u64) -> (u64, Tally) {
 async fn mixed(policy: FsyncPolicy) {
     let kills = env("DURQ_SOAK_KILLS")
         .parse()
-        .unwrap_or_else(|_| 3 * iters());
+        .unwrap_or_else(|_| 2 * iters());
     let started = Instant::now();
     let (seed, t) = kill_mixed(policy, kills).await;
     println!(
@@ -628,7 +628,15 @@ async fn sigkill_at_each_checkpoint_step() {
             );
             t.kills += 1;
             assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);
-            // A second life on the recovered directory, killed at random.
+            assert!(
+                t.clean(),
+                "{}",
+                fail_report(&format!("kill at {step} #{nth}"), s, &t)
+            );
+            // A second life on the recovered directory (every other step), killed at random.
+            if i % 2 == 1 {
+                continue;
+            }
             let (life, status) = run_child(&Spawn {
                 dir: dir.path(),
                 mode: "mixed",
@@ -636,7 +644,7 @@ async fn sigkill_at_each_checkpoint_step() {
                 seed: s ^ 1,
                 life: 2,
                 step: None,
-                kill: Kill::Lines(1 + (s % 700) as usize),
+                kill: Kill::Lines(1 + (s % 300) as usize),
             });
             status.unwrap();
             t.kills += 1;
@@ -691,7 +699,7 @@ async fn sigkill_during_replay_repeatedly() {
         let sink = lines.clone();
         let out: Out = Arc::new(move |s: &str| sink.lock().unwrap().push(s.to_string()));
         let q = cfg.builder(dir.path()).open().await.unwrap();
-        workload(q.clone(), 1, seed, out, Some(150 * iters())).await;
+        workload(q.clone(), 1, seed, out, Some(40 * iters())).await;
         q.shutdown().await.unwrap();
         drop(q);
         let mut life = Life::default();
@@ -719,7 +727,7 @@ async fn sigkill_during_replay_repeatedly() {
         let mut prev = 0u64;
         let mut mid = 0u32;
         let mut seqs = Vec::new();
-        for k in 0..(4 * iters()) {
+        for k in 0..(3 * iters()) {
             let ms = rng.u64(rebuild.as_millis() as u64 / 5..=rebuild.as_millis() as u64);
             let (l, st) = run_child(&Spawn {
                 dir: dir.path(),
@@ -756,7 +764,7 @@ async fn sigkill_during_replay_repeatedly() {
         let mut t = Tally::default();
         let mut model = Model::default();
         assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);
-        assert!(model.known() > 1000, "the journal was not large");
+        assert!(model.known() > 500, "the journal was not large");
         assert!(t.clean(), "{}", fail_report("replay kills", seed, &t));
     }
 }

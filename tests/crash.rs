@@ -349,7 +349,7 @@ enum Kill {
     /// This long after the spawn (possibly during the child's open).
     After(Duration),
     /// The child kills itself at a step.
-    SelfKill,
+    AtStep,
 }
 
 struct Spawn<'a> {
@@ -619,7 +619,7 @@ async fn sigkill_at_each_checkpoint_step() {
                 seed: s,
                 life: 1,
                 step: Some((step, nth)),
-                kill: Kill::SelfKill,
+                kill: Kill::AtStep,
             });
             status.unwrap();
             assert!(

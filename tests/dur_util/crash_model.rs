@@ -547,13 +547,11 @@ impl Model {
             }
         }
         // Events about jobs nobody knows.
-        for id in life.events.keys().chain(life.intents.keys()) {
+        for id in life.events.keys() {
             if !self.jobs.contains_key(id) {
-                if life.events.contains_key(id) {
-                    t.lost(format!(
-                        "job {id} was reserved/acked by the child but is missing"
-                    ));
-                }
+                t.lost(format!(
+                    "job {id} was reserved/acked by the child but is missing"
+                ));
             }
         }
         // Every known job against its explained states.

@@ -761,6 +761,23 @@ async fn sigkill_during_replay_repeatedly() {
              (ms, opened, applied_seq) {seqs:?}"
         );
         assert!(mid > 0, "no kill landed during the replay (seed {seed})");
+        // And once more right after a replay completes, before the engine starts.
+        let (l, st) = run_child(&Spawn {
+            dir: dir.path(),
+            mode: "recover",
+            cfg,
+            seed,
+            life: 2,
+            step: Some(("recovery:replayed", 1)),
+            kill: Kill::AtStep,
+        });
+        st.unwrap();
+        assert!(l.step_hit && !l.ready, "not killed at recovery:replayed");
+        let seq = applied_seq(dir.path());
+        assert!(
+            seq >= prev,
+            "applied_seq went back from {prev} to {seq} (seed {seed})"
+        );
         let mut t = Tally::default();
         let mut model = Model::default();
         assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);

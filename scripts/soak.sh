@@ -12,14 +12,19 @@ shift || true
 POLICIES=("$@")
 [ ${#POLICIES[@]} -eq 0 ] && POLICIES=(always everysec no)
 # shellcheck disable=SC2086
-cargo test --release --test crash ${CARGO_FLAGS:-} --no-run || exit 1
+bin="$(cargo test --release --test crash ${CARGO_FLAGS:-} --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    echo "cannot build the crash test binary" >&2
+    exit 1
+fi
 status=0
 summary=()
 for p in "${POLICIES[@]}"; do
     log="$(mktemp -t durq-soak-"$p".XXXXXX)"
     # shellcheck disable=SC2086
-    DURQ_SOAK_KILLS="$KILLS" cargo test --release --test crash ${CARGO_FLAGS:-} \
-        "sigkill_mixed_$p" -- --exact --nocapture --test-threads=1 >"$log" 2>&1
+    DURQ_SOAK_KILLS="$KILLS" "$bin" "sigkill_mixed_$p" --exact --nocapture --test-threads=1 \
+        >"$log" 2>&1
     rc=$?
     line="$(grep -E "^policy=$p kills=" "$log" | tail -1)"
     [ -z "$line" ] && line="policy=$p: no summary (exit $rc); see $log"

@@ -487,44 +487,77 @@ impl Model {
             }
             self.add(tag, *id, t);
         }
-        // Jobs the model does not know: an in-flight enqueue that reached the journal.
-        let mut pending: HashMap<((usize, u32), Spec), Vec<String>> = HashMap::new();
-        for tag in &life.pending_tags {
-            let s = spec(tag);
-            pending
-                .entry((phash(&payload(tag, s.len)), s))
-                .or_default()
-                .push(tag.clone());
-        }
+        // Jobs the model does not know: an in-flight enqueue that reached the journal. A
+        // payload long enough to hold `tag|` names its tag; a shorter one (tiny payloads) may
+        // fit several pending tags, and goes to the batch most of whose members were found by
+        // name (batches land whole), else to any fitting tag.
+        let mut pending: Vec<(String, (usize, u32), Spec)> = life
+            .pending_tags
+            .iter()
+            .map(|tag| {
+                let s = spec(tag);
+                (tag.clone(), phash(&payload(tag, s.len)), s)
+            })
+            .collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        let fits = |j: &durq::Job, ph: (usize, u32), (_, h, s): &(String, (usize, u32), Spec)| {
+            *h == ph
+                && s.queue == j.queue
+                && s.prio == j.priority.0
+                && s.key == j.key
+                && s.dedup == j.dedup
+                && s.max_retries == j.retry.max_retries
+        };
+        let batch_of = |tag: &str| -> Option<String> {
+            (tag.matches('.').count() >= 3).then(|| tag.rsplit_once('.').unwrap().0.to_string())
+        };
         let mut adopted_batch: HashMap<String, usize> = HashMap::new();
-        let unknown: Vec<JobId> = obs
+        let mut unknown: Vec<JobId> = obs
             .keys()
             .filter(|id| !self.jobs.contains_key(id))
             .copied()
             .collect();
+        unknown.sort();
+        let mut matched: Vec<(JobId, String)> = Vec::new();
+        let mut ambiguous: Vec<JobId> = Vec::new();
         for id in unknown {
             let j = &obs[&id];
             let ph = phash(&j.payload);
-            let found = pending.iter_mut().find(|((h, s), tags)| {
-                *h == ph
-                    && !tags.is_empty()
-                    && s.queue == j.queue
-                    && s.prio == j.priority.0
-                    && s.key == j.key
-                    && s.dedup == j.dedup
-                    && s.max_retries == j.retry.max_retries
-            });
-            match found {
-                Some((_, tags)) => {
-                    let tag = tags.pop().unwrap();
-                    if let Some(k) = &j.dedup {
-                        answers.entry(k.clone()).or_default().insert(id);
+            let named = j
+                .payload
+                .iter()
+                .position(|&b| b == b'|')
+                .and_then(|i| std::str::from_utf8(&j.payload[..i]).ok())
+                .and_then(|tag| pending.iter().position(|p| p.0 == tag && fits(j, ph, p)));
+            match named {
+                Some(i) => {
+                    let tag = pending.remove(i).0;
+                    if let Some(b) = batch_of(&tag) {
+                        *adopted_batch.entry(b).or_default() += 1;
                     }
-                    if tag.matches('.').count() >= 3 {
-                        let base = tag.rsplit_once('.').unwrap().0.to_string();
-                        *adopted_batch.entry(base).or_default() += 1;
+                    matched.push((id, tag));
+                }
+                None => ambiguous.push(id),
+            }
+        }
+        for id in ambiguous {
+            let j = &obs[&id];
+            let ph = phash(&j.payload);
+            let best = pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| fits(j, ph, p))
+                .max_by_key(|(_, p)| {
+                    batch_of(&p.0).map_or(0, |b| adopted_batch.get(&b).copied().unwrap_or(0))
+                })
+                .map(|(i, _)| i);
+            match best {
+                Some(i) => {
+                    let tag = pending.remove(i).0;
+                    if let Some(b) = batch_of(&tag) {
+                        *adopted_batch.entry(b).or_default() += 1;
                     }
-                    self.add(&tag, id, t);
+                    matched.push((id, tag));
                 }
                 None => {
                     let tag =
@@ -539,6 +572,12 @@ impl Model {
                     }
                 }
             }
+        }
+        for (id, tag) in matched {
+            if let Some(k) = &obs[&id].dedup {
+                answers.entry(k.clone()).or_default().insert(id);
+            }
+            self.add(&tag, id, t);
         }
         for (base, n) in &life.pending_batches {
             let got = adopted_batch.get(base).copied().unwrap_or(0);

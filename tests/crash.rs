@@ -1,51 +1,126 @@
-//! Crash tests with a real process and a real SIGKILL.
+//! Crash tests with a real process, a real SIGKILL and a real mixed workload.
 //!
 //! The child is this test binary re-run with `DURQ_CRASH_CHILD=1` (test `crash_child`): it opens
-//! a data dir and enqueues (and reserves, acks, fails) from 8 tokio tasks, printing each
-//! acknowledged operation on stdout, line by line. The parent kills it at a random moment (or
-//! the child kills itself at a named checkpoint step), reopens the dir and checks: every
-//! acknowledged enqueue is there exactly once with its payload, acked jobs are completed,
-//! failed ones carry their error, batches are all or none, and order within priority and
-//! within a partition key holds. The seed is printed; `DURQ_CRASH_SEED` replays one,
-//! `DURQ_CRASH_ITERS` sets the iterations per scenario (default 2).
+//! a data dir and runs the mixed workload from 6 worker tasks and an admin task — single
+//! enqueues and batches of 1–2,000 jobs (payloads 1 B–64 KiB, rarely up to 4 MiB), reserve /
+//! ack / fail with max_retries 0, 1 or 3 (so jobs die), dead-letter requeue and purge, dedup
+//! keys used again and again, pause/resume of a queue, partition keys — printing an intent line
+//! before each operation and an ack line after it returned (protocol and checker:
+//! `dur_util/crash_model.rs`). The parent SIGKILLs it after a random number of lines or a
+//! random time (possibly during its open), or the child kills itself at a named checkpoint step;
+//! then the parent reopens the dir, checks every acknowledged operation and every state found,
+//! probes every dedup key, drains the queue checking order, and starts the next life on the same
+//! directory.
+//!
+//! Knobs: `DURQ_CRASH_SEED` replays a run; `DURQ_CRASH_ITERS` scales every scenario (default
+//! 2); `DURQ_SOAK_KILLS=N` makes each `sigkill_mixed_*` test do N kills and print one summary
+//! line per fsync policy (`scripts/soak.sh` runs them on a release build).
 
-mod dur_util;
+#[path = "dur_util/crash_model.rs"]
+mod model;
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use durq::journal::faults::Faults;
-use durq::{FsyncPolicy, JobId, JobState, NewJob, Priority, Queue};
+use durq::{
+    FailOutcome, FsyncPolicy, JobId, JobState, Queue, QueueBuilder, RetryPolicy, Selection,
+};
+use model::{boom, new_job, Life, Model, Tally};
 
-const SEG: u64 = 64 << 10;
+// ---------------------------------------------------------------- configuration
 
-// ---------------------------------------------------------------- child
-
-struct KillAt {
-    step: String,
-    nth: u32,
-    seen: std::sync::atomic::AtomicU32,
+/// Store options of one data directory (the child and the checker open it alike).
+#[derive(Clone, Copy, Debug)]
+struct Cfg {
+    policy: FsyncPolicy,
+    seg: u64,
+    rewrite: u64,
+    keep: usize,
 }
 
-impl Faults for KillAt {
-    fn on_step(&self, step: &str) {
-        if step == self.step
-            && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= self.nth
-        {
-            println!("\nSTEP {step}");
-            // SAFETY: sending a signal to our own pid.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+impl Cfg {
+    fn encode(&self) -> String {
+        format!(
+            "{},{},{},{}",
+            self.policy, self.seg, self.rewrite, self.keep
+        )
+    }
+
+    fn decode(s: &str) -> Cfg {
+        let f: Vec<&str> = s.split(',').collect();
+        Cfg {
+            policy: f[0].parse().unwrap(),
+            seg: f[1].parse().unwrap(),
+            rewrite: f[2].parse().unwrap(),
+            keep: f[3].parse().unwrap(),
+        }
+    }
+
+    fn builder(&self, dir: &Path) -> QueueBuilder {
+        Queue::builder(dir)
+            .fsync(self.policy)
+            .segment_bytes(self.seg)
+            .rewrite_min_bytes(self.rewrite)
+            .keep_completed(self.keep)
+            .retry(RetryPolicy {
+                max_retries: 3,
+                base_ms: 5,
+                factor: 2.0,
+                cap_ms: 40,
+                jitter: 0.0,
+            })
+    }
+
+    /// A random configuration: small segments and rewrite thresholds so that rotations and
+    /// rewrites happen under kills; a short or unbounded completed history.
+    fn random(policy: FsyncPolicy, rng: &mut fastrand::Rng) -> Cfg {
+        Cfg {
+            policy,
+            seg: [64 << 10, 256 << 10, 4 << 20][rng.usize(0..3)],
+            rewrite: [256 << 10, 1 << 20, 64 << 20][rng.usize(0..3)],
+            keep: [100, 1_000_000][rng.usize(0..2)],
         }
     }
 }
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
+}
+
+fn iters() -> u64 {
+    env("DURQ_CRASH_ITERS").parse().unwrap_or(2)
+}
+
+fn base_seed() -> u64 {
+    let seed = env("DURQ_CRASH_SEED")
+        .parse()
+        .unwrap_or_else(|_| fastrand::u64(..));
+    println!("crash test seed {seed} (DURQ_CRASH_SEED={seed} to replay)");
+    seed
+}
+
+// ---------------------------------------------------------------- child
+
+struct KillAt {
+    step: String,
+    nth: u32,
+    seen: AtomicU32,
+}
+
+impl Faults for KillAt {
+    fn on_step(&self, step: &str) {
+        if step == self.step && self.seen.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth {
+            println!("\nSTEP {step}");
+            // SAFETY: sending a signal to our own pid.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
 }
 
 #[test]
@@ -66,146 +141,274 @@ async fn child_main() {
     let dir = env("DURQ_CRASH_DIR");
     let mode = env("DURQ_CRASH_MODE");
     let seed: u64 = env("DURQ_CRASH_SEED").parse().unwrap();
-    let policy: FsyncPolicy = env("DURQ_CRASH_POLICY").parse().unwrap();
-    let mut b = Queue::builder(&dir)
-        .fsync(policy)
-        .segment_bytes(SEG)
-        .keep_completed(1_000_000);
+    let life: u64 = env("DURQ_CRASH_LIFE").parse().unwrap();
+    let cfg = Cfg::decode(&env("DURQ_CRASH_CFG"));
+    let mut b = cfg.builder(Path::new(&dir));
     if let Some(step) = std::env::var("DURQ_CRASH_STEP")
         .ok()
         .filter(|s| !s.is_empty())
     {
-        let nth = env("DURQ_CRASH_NTH").parse().unwrap_or(1);
         b = b.faults(Arc::new(KillAt {
             step,
-            nth,
+            nth: env("DURQ_CRASH_NTH").parse().unwrap_or(1),
             seen: Default::default(),
         }));
     }
-    if mode == "steps" {
-        b = b.rewrite_min_bytes(128 << 10);
-    }
-    let q = Arc::new(b.open().await.unwrap());
+    let q = b.open().await.unwrap();
     println!("\nREADY"); // (the harness has printed "test crash_child ... " without a newline)
     if mode == "recover" {
         // Only recovery was under test; wait to be killed.
         tokio::time::sleep(Duration::from_secs(30)).await;
         return;
     }
-    let mut tasks = Vec::new();
-    for t in 0..8u64 {
-        let q = q.clone();
-        let mode = mode.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng =
-                fastrand::Rng::with_seed(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for i in 0.. {
-                if mode == "batch" {
-                    let jobs: Vec<NewJob> = (0..5)
-                        .map(|k| NewJob::new("q", format!("b-{seed}.{t}.{i}-{k}").into_bytes()))
-                        .collect();
-                    let done = q.enqueue_batch(jobs).await.unwrap();
-                    let ids: Vec<String> = done.iter().map(|e| e.id.to_string()).collect();
-                    println!("B {}", ids.join(","));
-                    continue;
-                }
-                let prio = [Priority::LOW, Priority::NORMAL, Priority::HIGH][rng.usize(0..3)];
-                let key = (rng.u8(0..4) == 0).then(|| format!("k{}", rng.u8(0..3)));
-                let pad = if mode == "steps" {
-                    1000
-                } else {
-                    rng.usize(0..200)
-                };
-                let payload = format!("{seed}.{t}.{i}-{}", "x".repeat(pad));
-                let mut job = NewJob::new("q", payload.clone().into_bytes()).priority(prio);
-                if let Some(k) = &key {
-                    job = job.key(k.clone());
-                }
-                let e = q.enqueue(job).await.unwrap();
-                println!(
-                    "E {} {} {} {payload}",
-                    e.id,
-                    prio.0,
-                    key.as_deref().unwrap_or("-")
-                );
-                if rng.u8(0..10) < 3 {
-                    if let Some(l) = q.reserve(&["q"]).await.unwrap() {
-                        if rng.u8(0..10) < 7 {
-                            q.ack(&l).await.unwrap();
-                            println!("A {}", l.job.id);
-                        } else {
-                            q.fail(&l, "boom").await.unwrap();
-                            println!("F {}", l.job.id);
-                        }
-                    }
+    let out: Out = Arc::new(|s: &str| println!("{s}"));
+    let _ = tokio::time::timeout(Duration::from_secs(30), workload(q, life, seed, out, None)).await;
+}
+
+// ---------------------------------------------------------------- the workload
+
+type Out = Arc<dyn Fn(&str) + Send + Sync>;
+type DeadList = Arc<Mutex<Vec<(String, JobId)>>>;
+
+/// Runs the mixed workload: 6 workers (`ops` operations each, or forever) and an admin task.
+///
+/// Ordering the checker relies on: a reserve is printed under a read lock; a fail and a
+/// requeue run and print under the write lock, so a job's next reserve is printed after them;
+/// dead letters are requeued or purged only once their `F` line is out.
+async fn workload(q: Queue, life: u64, seed: u64, out: Out, ops: Option<u64>) {
+    let lock = Arc::new(tokio::sync::RwLock::new(()));
+    let dead: DeadList = Arc::new(Mutex::new(Vec::new()));
+    for name in ["q", "p"] {
+        for j in q.dead_letters(name, usize::MAX).await.unwrap() {
+            dead.lock().unwrap().push((name.to_string(), j.id));
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for t in 0..6u64 {
+        workers.push(tokio::spawn(worker(
+            q.clone(),
+            life,
+            t,
+            seed,
+            out.clone(),
+            lock.clone(),
+            dead.clone(),
+            ops,
+        )));
+    }
+    let admin = tokio::spawn(admin(
+        q.clone(),
+        seed,
+        out.clone(),
+        lock.clone(),
+        dead.clone(),
+        stop.clone(),
+    ));
+    for w in workers {
+        w.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    admin.await.unwrap();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    q: Queue,
+    life: u64,
+    t: u64,
+    seed: u64,
+    out: Out,
+    lock: Arc<tokio::sync::RwLock<()>>,
+    dead: DeadList,
+    ops: Option<u64>,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut i = 0u64;
+    while ops.is_none_or(|n| i < n) {
+        i += 1;
+        let r = rng.u32(0..100);
+        if r < 38 {
+            let tag = format!("{life}.{t}.{i}");
+            out(&format!("e {tag}"));
+            let e = q.enqueue(new_job(&tag)).await.unwrap();
+            out(&format!("E {tag} {} {}", e.id, u8::from(e.duplicate)));
+        } else if r < 42 {
+            let base = format!("{life}.{t}.{i}");
+            let n = match rng.u32(0..10) {
+                0..=5 => rng.usize(1..=20),
+                6..=8 => rng.usize(20..=300),
+                _ => rng.usize(300..=2000),
+            };
+            let jobs = (0..n).map(|k| new_job(&format!("{base}.{k}"))).collect();
+            out(&format!("b {base} {n}"));
+            let done = q.enqueue_batch(jobs).await.unwrap();
+            let ids: Vec<String> = done.iter().map(|e| e.id.to_string()).collect();
+            out(&format!("B {base} {n} {}", ids.join(",")));
+        } else {
+            let g = lock.read().await;
+            let Some(l) = q.reserve(&["q", "p"]).await.unwrap() else {
+                drop(g);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
+            let (id, n) = (l.job.id, l.job.attempts);
+            out(&format!("R {id} {n}"));
+            drop(g);
+            if rng.u8(0..100) < 60 {
+                out(&format!("a {id}"));
+                q.ack(&l).await.unwrap();
+                out(&format!("A {id}"));
+            } else {
+                let _g = lock.write().await;
+                out(&format!("f {id} {n}"));
+                let died = q.fail(&l, boom(id, n)).await.unwrap() == FailOutcome::Dead;
+                out(&format!("F {id} {n} {}", u8::from(died)));
+                if died {
+                    dead.lock().unwrap().push((l.job.queue.clone(), id));
                 }
             }
-        }));
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks)).await;
+}
+
+async fn admin(
+    q: Queue,
+    seed: u64,
+    out: Out,
+    lock: Arc<tokio::sync::RwLock<()>>,
+    dead: DeadList,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0xAD);
+    let mut paused = q
+        .stats()
+        .await
+        .unwrap()
+        .queues
+        .get("p")
+        .is_some_and(|s| s.paused);
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(rng.u64(2..15))).await;
+        let r = rng.u8(0..10);
+        if r < 3 {
+            paused = !paused;
+            out(&format!("z {}", u8::from(paused)));
+            if paused {
+                q.pause("p").await.unwrap();
+            } else {
+                q.resume("p").await.unwrap();
+            }
+            out(&format!("Z {}", u8::from(paused)));
+            continue;
+        }
+        let picked: Vec<(String, JobId)> = {
+            let mut d = dead.lock().unwrap();
+            let Some((queue, _)) = d.first().cloned() else {
+                continue;
+            };
+            let want = rng.usize(1..=5);
+            let mut picked = Vec::new();
+            d.retain(|e| {
+                if picked.len() < want && e.0 == queue {
+                    picked.push(e.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            picked
+        };
+        let queue = picked[0].0.clone();
+        let ids: Vec<JobId> = picked.iter().map(|(_, id)| *id).collect();
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if r < 7 {
+            let _g = lock.write().await;
+            out(&format!("q {list}"));
+            let n = q.requeue_dead(&queue, Selection::Ids(ids)).await.unwrap();
+            assert_eq!(n as usize, picked.len());
+            out(&format!("Q {list}"));
+        } else {
+            out(&format!("p {list}"));
+            let n = q.purge_dead(&queue, Selection::Ids(ids)).await.unwrap();
+            assert_eq!(n as usize, picked.len());
+            out(&format!("P {list}"));
+        }
+    }
 }
 
 // ---------------------------------------------------------------- parent
 
-#[derive(Default, Debug)]
-struct Seen {
-    enq: BTreeMap<JobId, (u8, Option<String>, Vec<u8>)>,
-    acked: Vec<JobId>,
-    failed: Vec<JobId>,
-    batches: Vec<Vec<JobId>>,
-    step_hit: bool,
+enum Kill {
+    /// After this many protocol lines (READY included).
+    Lines(usize),
+    /// This long after the spawn (possibly during the child's open).
+    After(Duration),
+    /// The child kills itself at a step.
+    AtStep,
 }
 
-struct Run<'a> {
+struct Spawn<'a> {
     dir: &'a Path,
     mode: &'a str,
-    policy: FsyncPolicy,
+    cfg: Cfg,
     seed: u64,
+    life: u64,
     step: Option<(&'a str, u32)>,
-    /// Kill after this many output lines (None: wait for the child to kill itself).
-    kill_after: Option<usize>,
+    kill: Kill,
 }
 
-fn run_child(r: &Run) -> Seen {
+/// Runs one child life; returns what it printed and, if it was not SIGKILLed, why.
+fn run_child(s: &Spawn) -> (Life, Result<(), String>) {
     let exe = std::env::current_exe().unwrap();
     let errlog = std::env::temp_dir().join(format!(
-        "durq-crash-{}-{}.stderr",
+        "durq-crash-{}-{}-{}.stderr",
         std::process::id(),
-        r.seed
+        s.seed,
+        s.life
     ));
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("DURQ_CRASH_CHILD", "1")
-        .env("DURQ_CRASH_DIR", r.dir)
-        .env("DURQ_CRASH_MODE", r.mode)
-        .env("DURQ_CRASH_SEED", r.seed.to_string())
-        .env("DURQ_CRASH_POLICY", r.policy.to_string())
+        .env("DURQ_CRASH_DIR", s.dir)
+        .env("DURQ_CRASH_MODE", s.mode)
+        .env("DURQ_CRASH_SEED", s.seed.to_string())
+        .env("DURQ_CRASH_LIFE", s.life.to_string())
+        .env("DURQ_CRASH_CFG", s.cfg.encode())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&errlog).unwrap());
-    if let Some((step, nth)) = r.step {
+    if let Some((step, nth)) = s.step {
         cmd.env("DURQ_CRASH_STEP", step)
             .env("DURQ_CRASH_NTH", nth.to_string());
     }
+    let start = Instant::now();
     let mut child = cmd.spawn().unwrap();
-    let out = child.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
+        for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    let mut seen = Seen::default();
-    let mut n = 0usize;
+    let mut life = Life::default();
     let mut killed = false;
+    let hang = Duration::from_secs(60);
     loop {
-        match rx.recv_timeout(Duration::from_secs(40)) {
+        let wait = match (&s.kill, killed) {
+            (Kill::After(d), false) => d.saturating_sub(start.elapsed()),
+            _ => hang,
+        };
+        match rx.recv_timeout(wait) {
             Ok(line) => {
-                parse(&line, &mut seen);
-                n += 1;
-                if !killed && r.kill_after.is_some_and(|k| n >= k) {
+                life.parse(&line);
+                if !killed && matches!(s.kill, Kill::Lines(k) if life.lines >= k) {
                     child.kill().unwrap(); // SIGKILL
                     killed = true;
                 }
@@ -213,275 +416,419 @@ fn run_child(r: &Run) -> Seen {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                panic!("child {} hung (seed {})", r.mode, r.seed);
+                if killed || !matches!(s.kill, Kill::After(_)) {
+                    let _ = child.wait();
+                    return (life, Err(format!("child hung (seed {})", s.seed)));
+                }
+                killed = true;
             }
         }
     }
     let status = child.wait().unwrap();
     let stderr = std::fs::read_to_string(&errlog).unwrap_or_default();
     let _ = std::fs::remove_file(&errlog);
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "child was not killed: {status:?} (seed {}); its stderr:\n{stderr}",
-        r.seed
-    );
-    seen
-}
-
-fn parse(line: &str, s: &mut Seen) {
-    let mut it = line.splitn(5, ' ');
-    match it.next() {
-        Some("E") => {
-            let id: JobId = it.next().unwrap().parse().unwrap();
-            let prio: u8 = it.next().unwrap().parse().unwrap();
-            let key = it.next().unwrap();
-            let payload = it.next().unwrap().as_bytes().to_vec();
-            s.enq
-                .insert(id, (prio, (key != "-").then(|| key.to_string()), payload));
-        }
-        Some("A") => s.acked.push(it.next().unwrap().parse().unwrap()),
-        Some("F") => s.failed.push(it.next().unwrap().parse().unwrap()),
-        Some("B") => s.batches.push(
-            it.next()
-                .unwrap()
-                .split(',')
-                .map(|x| x.parse().unwrap())
-                .collect(),
-        ),
-        Some("STEP") => s.step_hit = true,
-        _ => {}
+    if status.signal() == Some(libc::SIGKILL) {
+        (life, Ok(()))
+    } else {
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        (
+            life,
+            Err(format!(
+                "child was not killed: {status:?} (seed {}, life {}); its stderr ends:\n{tail}",
+                s.seed, s.life
+            )),
+        )
     }
 }
 
-/// Reopens `dir` and checks everything the child was told.
-async fn verify(dir: &Path, seen: &Seen, seed: u64) {
-    let ctx = format!("(seed {seed}, dir {})", dir.display());
-    let q = Queue::builder(dir)
-        .fsync(FsyncPolicy::Always)
-        .keep_completed(1_000_000)
-        .open()
-        .await
-        .unwrap();
-    let all = q.list("q", None, usize::MAX).await.unwrap();
-    let mut by_payload: HashMap<Vec<u8>, usize> = HashMap::new();
-    for j in &all {
-        *by_payload.entry(j.payload.clone()).or_default() += 1;
-    }
-    let by_id: HashMap<JobId, &durq::Job> = all.iter().map(|j| (j.id, j)).collect();
-    for (id, (prio, key, payload)) in &seen.enq {
-        let j = by_id
-            .get(id)
-            .unwrap_or_else(|| panic!("acknowledged job {id} is missing {ctx}"));
-        assert_eq!(&j.payload, payload, "job {id} payload {ctx}");
-        assert_eq!((j.priority.0, &j.key), (*prio, key), "job {id} {ctx}");
-        assert_eq!(
-            by_payload[payload], 1,
-            "job {id} is there more than once {ctx}"
-        );
-    }
-    for id in &seen.acked {
-        assert_eq!(by_id[id].state, JobState::Completed, "acked job {id} {ctx}");
-    }
-    for id in &seen.failed {
-        assert!(
-            !by_id[id].errors.is_empty() || by_id[id].state == JobState::Completed,
-            "failed job {id} {ctx}"
-        );
-    }
-    // Batches: the ones answered are whole; every batch found is whole.
-    for b in &seen.batches {
-        for id in b {
-            assert!(
-                by_id.contains_key(id),
-                "job {id} of an acknowledged batch is missing {ctx}"
-            );
+/// Reopens `dir`, checks it against the model and the life, and runs the offline journal check.
+/// Returns false if the directory refused to open.
+async fn check_dir(dir: &Path, cfg: Cfg, model: &mut Model, life: &Life, t: &mut Tally) -> bool {
+    // The checker's own writes (probes, the drain) need not be fsynced: a clean shutdown
+    // follows, and the next open is what is under test.
+    match cfg.builder(dir).fsync(FsyncPolicy::No).open().await {
+        Ok(q) => {
+            model.check(&q, life, t).await;
+            q.shutdown().await.unwrap();
+            drop(q);
+        }
+        Err(e) => {
+            t.refused += 1;
+            t.problems
+                .push(format!("REFUSED: {} does not open: {e}", dir.display()));
+            return false;
         }
     }
-    let mut groups: HashMap<String, usize> = HashMap::new();
-    for j in &all {
-        let p = String::from_utf8_lossy(&j.payload).into_owned();
-        if let Some((group, _)) = p.strip_prefix("b-").and_then(|r| r.rsplit_once('-')) {
-            *groups.entry(group.to_string()).or_default() += 1;
+    match durq::journal::check::check(dir) {
+        Ok(r) if r.is_clean() => {}
+        Ok(r) => {
+            t.unexpected += 1;
+            t.problems.push(format!("UNEXPECTED: durq check: {r:?}"));
+        }
+        Err(e) => {
+            t.unexpected += 1;
+            t.problems
+                .push(format!("UNEXPECTED: durq check fails: {e}"));
         }
     }
-    for (g, n) in &groups {
-        assert_eq!(*n, 5, "batch {g} is partial after the crash {ctx}");
-    }
-    drain_and_check_order(&q, &ctx).await;
-    q.shutdown().await.unwrap();
+    true
 }
 
-/// Reserves every ready job: unkeyed first attempts come out by priority then enqueue order;
-/// each key's jobs come out in enqueue order, and none overtakes an earlier job of its key.
-async fn drain_and_check_order(q: &Queue, ctx: &str) {
-    let mut firsts: Vec<(u8, JobId)> = Vec::new();
-    let mut per_key: HashMap<String, Vec<JobId>> = HashMap::new();
-    while let Some(l) = q.reserve(&["q"]).await.unwrap() {
-        match &l.job.key {
-            Some(k) => per_key.entry(k.clone()).or_default().push(l.job.id),
-            None if l.job.attempts == 1 => firsts.push((l.job.priority.0, l.job.id)),
-            None => {}
-        }
-        q.ack(&l).await.unwrap();
+fn fail_report(what: &str, seed: u64, t: &Tally) -> String {
+    let mut s = format!("{what} (seed {seed}): {}\n", t.line());
+    for p in t.problems.iter().take(30) {
+        s.push_str(p);
+        s.push('\n');
     }
-    let mut sorted = firsts.clone();
-    sorted.sort_by_key(|(p, id)| (std::cmp::Reverse(*p), *id));
-    assert_eq!(firsts, sorted, "priority/FIFO order broken {ctx}");
-    let left = q.list("q", None, usize::MAX).await.unwrap();
-    for (k, ids) in &per_key {
-        assert!(
-            ids.windows(2).all(|w| w[0] < w[1]),
-            "key {k} out of order: {ids:?} {ctx}"
-        );
-        for j in left.iter().filter(|j| j.key.as_deref() == Some(k)) {
-            if matches!(j.state, JobState::Waiting | JobState::Delayed) {
-                assert!(
-                    ids.iter().all(|id| *id < j.id),
-                    "key {k}: a later job overtook {} {ctx}",
-                    j.id
+    s
+}
+
+/// Kills the mixed workload `kills` times under `policy`, 8 lives per data directory.
+async fn kill_mixed(policy: FsyncPolicy, kills: u64) -> (u64, Tally) {
+    let seed = base_seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut t = Tally::default();
+    let mut n = 0u64;
+    while n < kills {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Cfg::random(policy, &mut rng);
+        let mut model = Model::default();
+        for life in 1..=8u64 {
+            if n >= kills {
+                break;
+            }
+            let s = seed.wrapping_add(n);
+            n += 1;
+            let kill = if rng.bool() {
+                Kill::Lines(rng.usize(1..1200))
+            } else {
+                Kill::After(Duration::from_millis(rng.u64(0..900)))
+            };
+            let t_child = Instant::now();
+            let (lived, status) = run_child(&Spawn {
+                dir: dir.path(),
+                mode: "mixed",
+                cfg,
+                seed: s,
+                life,
+                step: None,
+                kill,
+            });
+            t.kills += 1;
+            if std::env::var("DURQ_CRASH_VERBOSE").is_ok() {
+                eprintln!(
+                    "life {life}: {} lines, ready={}, child {:.0?}",
+                    lived.lines,
+                    lived.ready,
+                    t_child.elapsed()
                 );
+            }
+            if let Err(e) = status {
+                t.unexpected += 1;
+                t.problems.push(format!("UNEXPECTED: {e}"));
+            }
+            let before = t.lost + t.duplicated + t.unexpected;
+            if !check_dir(dir.path(), cfg, &mut model, &lived, &mut t).await {
+                break;
+            }
+            if std::env::var("DURQ_CRASH_VERBOSE").is_ok() {
+                eprintln!(
+                    "  checked: {:.0?} total, {} jobs known",
+                    t_child.elapsed(),
+                    model.known()
+                );
+            }
+            if t.lost + t.duplicated + t.unexpected > before {
+                t.problems.push(format!(
+                    "  (above: policy {policy}, cfg {}, child seed {s}, life {life})",
+                    cfg.encode()
+                ));
             }
         }
     }
+    (seed, t)
 }
 
-fn iters() -> u64 {
-    std::env::var("DURQ_CRASH_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2)
-}
-
-fn base_seed() -> u64 {
-    let seed = std::env::var("DURQ_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("crash test seed {seed} (DURQ_CRASH_SEED={seed} to replay)");
-    seed
-}
-
-async fn kill_randomly(mode: &str, policy: FsyncPolicy) {
-    let seed = base_seed();
-    for it in 0..iters() {
-        let seed = seed.wrapping_add(it);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let dir = tempfile::tempdir().unwrap();
-        let run = Run {
-            dir: dir.path(),
-            mode,
-            policy,
-            seed,
-            step: None,
-            kill_after: Some(rng.usize(2..400)),
-        };
-        let seen = run_child(&run);
-        verify(dir.path(), &seen, seed).await;
-        // A second life on the same dir: crash again after recovery, check again.
-        let run = Run {
-            seed: seed ^ 1,
-            kill_after: Some(rng.usize(2..200)),
-            ..run
-        };
-        let more = run_child(&run);
-        // (The first life's jobs were all acked by the drain in `verify`.)
-        let mut all = seen;
-        all.enq.extend(more.enq);
-        all.batches.extend(more.batches);
-        all.acked.extend(more.acked);
-        all.failed.extend(more.failed);
-        verify(dir.path(), &all, seed).await;
-    }
+async fn mixed(policy: FsyncPolicy) {
+    let kills = env("DURQ_SOAK_KILLS")
+        .parse()
+        .unwrap_or_else(|_| 2 * iters());
+    let started = Instant::now();
+    let (seed, t) = kill_mixed(policy, kills).await;
+    println!(
+        "policy={policy} {} ({:.0?}, seed {seed})",
+        t.line(),
+        started.elapsed()
+    );
+    assert!(t.clean(), "{}", fail_report("mixed workload", seed, &t));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_always() {
-    kill_randomly("mixed", FsyncPolicy::Always).await;
+async fn sigkill_mixed_always() {
+    mixed(FsyncPolicy::Always).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_everysec() {
-    kill_randomly("mixed", FsyncPolicy::EverySec).await;
+async fn sigkill_mixed_everysec() {
+    mixed(FsyncPolicy::EverySec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_no() {
-    kill_randomly("mixed", FsyncPolicy::No).await;
+async fn sigkill_mixed_no() {
+    mixed(FsyncPolicy::No).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_batches_are_all_or_none() {
-    kill_randomly("batch", FsyncPolicy::Always).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_recovery() {
-    let seed = base_seed();
-    for it in 0..iters() {
-        let seed = seed.wrapping_add(it);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let dir = tempfile::tempdir().unwrap();
-        let run = Run {
-            dir: dir.path(),
-            mode: "mixed",
-            policy: FsyncPolicy::Always,
-            seed,
-            step: None,
-            kill_after: Some(rng.usize(50..400)),
-        };
-        let seen = run_child(&run);
-        // Force a full rebuild on the next open, then die right after its replay.
-        if it % 2 == 0 {
-            std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-        }
-        let again = Run {
-            mode: "recover",
-            step: Some(("recovery:replayed", 1)),
-            kill_after: None,
-            ..run
-        };
-        let s = run_child(&again);
-        assert!(
-            s.step_hit,
-            "the child did not reach recovery:replayed (seed {seed})"
-        );
-        verify(dir.path(), &seen, seed).await;
-    }
-}
+/// Steps a checkpoint goes through; the child kills itself at the Nth occurrence of each.
+const STEPS: [&str; 7] = [
+    "rotate:segment-created",
+    "manifest:tmp-written",
+    "manifest:renamed",
+    "rewrite:base-written",
+    "rewrite:manifest-written",
+    "rewrite:deleting-old",
+    "rewrite:old-deleted",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_each_checkpoint_step() {
     let seed = base_seed();
-    let steps = [
-        "rotate:segment-created",
-        "rewrite:base-written",
-        "rewrite:manifest-written",
-        "rewrite:old-deleted",
-    ];
+    let mut t = Tally::default();
     for it in 0..iters().div_ceil(2) {
-        for (i, step) in steps.iter().enumerate() {
-            let seed = seed.wrapping_add(it * 8 + i as u64);
-            let nth = 1 + (seed % 2) as u32;
+        for (i, step) in STEPS.iter().enumerate() {
+            let s = seed.wrapping_add(it * 16 + i as u64);
+            let nth = 1 + (s % 3) as u32;
             let dir = tempfile::tempdir().unwrap();
-            let run = Run {
-                dir: dir.path(),
-                mode: "steps",
+            let cfg = Cfg {
                 policy: FsyncPolicy::Always,
-                seed,
-                step: Some((step, nth)),
-                kill_after: None,
+                seg: 64 << 10,
+                rewrite: 128 << 10,
+                keep: 1_000_000,
             };
-            let seen = run_child(&run);
+            let mut model = Model::default();
+            let (life, status) = run_child(&Spawn {
+                dir: dir.path(),
+                mode: "mixed",
+                cfg,
+                seed: s,
+                life: 1,
+                step: Some((step, nth)),
+                kill: Kill::AtStep,
+            });
+            status.unwrap();
             assert!(
-                seen.step_hit,
-                "the child never reached {step} (seed {seed})"
+                life.step_hit,
+                "the child never reached {step} #{nth} (seed {s})"
             );
-            verify(dir.path(), &seen, seed).await;
+            t.kills += 1;
+            assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);
             assert!(
-                durq::journal::check::check(dir.path()).unwrap().is_clean(),
-                "{step} (seed {seed})"
+                t.clean(),
+                "{}",
+                fail_report(&format!("kill at {step} #{nth}"), s, &t)
+            );
+            // A second life on the recovered directory (every other step), killed at random.
+            if i % 2 == 1 {
+                continue;
+            }
+            let (life, status) = run_child(&Spawn {
+                dir: dir.path(),
+                mode: "mixed",
+                cfg,
+                seed: s ^ 1,
+                life: 2,
+                step: None,
+                kill: Kill::Lines(1 + (s % 300) as usize),
+            });
+            status.unwrap();
+            t.kills += 1;
+            assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);
+            assert!(
+                t.clean(),
+                "{}",
+                fail_report(&format!("kill at {step} #{nth}"), s, &t)
             );
         }
     }
+    println!("checkpoint steps: {}", t.line());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Reads `applied_seq` from the state store the way the engine stores it.
+fn applied_seq(dir: &Path) -> u64 {
+    let store = durq::store::Store::open(&dir.join("state"), 1 << 20).unwrap();
+    let seq = store.applied_seq().unwrap();
+    drop(store);
+    seq
+}
+
+/// A large journal opened with `state/` removed, killed during the rebuild again and again:
+/// `applied_seq` never goes backwards, and the final open has everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_replay_repeatedly() {
+    let seed = base_seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for with_base in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Cfg {
+            policy: FsyncPolicy::No,
+            seg: 1 << 20,
+            rewrite: if with_base { 512 << 10 } else { 1 << 40 },
+            keep: 1_000_000,
+        };
+        // Build the journal in-process: every operation completes, so all are acknowledged.
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let out: Out = Arc::new(move |s: &str| sink.lock().unwrap().push(s.to_string()));
+        let q = cfg.builder(dir.path()).open().await.unwrap();
+        workload(q.clone(), 1, seed, out, Some(40 * iters())).await;
+        q.shutdown().await.unwrap();
+        drop(q);
+        let mut life = Life::default();
+        for l in lines.lock().unwrap().iter() {
+            life.parse(l);
+        }
+        let full = applied_seq(dir.path());
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        // How long a full rebuild takes here (on a copy).
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&dir.path().join("journal"), &copy.path().join("journal"));
+        let t0 = Instant::now();
+        let (l, st) = run_child(&Spawn {
+            dir: copy.path(),
+            mode: "recover",
+            cfg,
+            seed,
+            life: 2,
+            step: None,
+            kill: Kill::Lines(1),
+        });
+        st.unwrap();
+        assert!(l.ready);
+        let rebuild = t0.elapsed();
+        let mut prev = 0u64;
+        let mut mid = 0u32;
+        let mut seqs = Vec::new();
+        for k in 0..(3 * iters()) {
+            let ms = rng.u64(rebuild.as_millis() as u64 / 5..=rebuild.as_millis() as u64);
+            let (l, st) = run_child(&Spawn {
+                dir: dir.path(),
+                mode: "recover",
+                cfg,
+                seed: seed.wrapping_add(k),
+                life: 2,
+                step: None,
+                kill: Kill::After(Duration::from_millis(ms)),
+            });
+            st.unwrap();
+            let seq = applied_seq(dir.path());
+            seqs.push((ms, l.ready, seq));
+            assert!(
+                seq >= prev,
+                "applied_seq went back from {prev} to {seq} after a kill during replay \
+                 (seed {seed}, kills so far {seqs:?})"
+            );
+            assert!(seq <= full, "applied_seq {seq} beyond the journal's {full}");
+            prev = seq;
+            if l.ready {
+                // That open completed: start another full rebuild.
+                std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+                prev = 0;
+            } else {
+                mid += 1;
+            }
+        }
+        println!(
+            "replay kills (base={with_base}, rebuild {rebuild:.0?}, journal seq {full}): \
+             (ms, opened, applied_seq) {seqs:?}"
+        );
+        assert!(mid > 0, "no kill landed during the replay (seed {seed})");
+        // And once more right after a replay completes, before the engine starts.
+        let (l, st) = run_child(&Spawn {
+            dir: dir.path(),
+            mode: "recover",
+            cfg,
+            seed,
+            life: 2,
+            step: Some(("recovery:replayed", 1)),
+            kill: Kill::AtStep,
+        });
+        st.unwrap();
+        assert!(l.step_hit && !l.ready, "not killed at recovery:replayed");
+        let seq = applied_seq(dir.path());
+        assert!(
+            seq >= prev,
+            "applied_seq went back from {prev} to {seq} (seed {seed})"
+        );
+        let mut t = Tally::default();
+        let mut model = Model::default();
+        assert!(check_dir(dir.path(), cfg, &mut model, &life, &mut t).await);
+        assert!(model.known() > 500, "the journal was not large");
+        assert!(t.clean(), "{}", fail_report("replay kills", seed, &t));
+    }
+}
+
+/// The checker itself: an acknowledged job that vanished is counted as lost, a state nothing
+/// explains as unexpected (so a green run means something).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_catches_lost_and_unexpected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Cfg {
+        policy: FsyncPolicy::Always,
+        seg: 64 << 10,
+        rewrite: 1 << 40,
+        keep: 1_000_000,
+    };
+    let q = cfg.builder(dir.path()).open().await.unwrap();
+    let mut life = Life::default();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let tag = format!("1.0.{i}");
+        let e = q.enqueue(new_job(&tag)).await.unwrap();
+        life.parse(&format!("E {tag} {} {}", e.id, u8::from(e.duplicate)));
+        if !e.duplicate {
+            ids.push(e.id);
+        }
+    }
+    let mut model = Model::default();
+    let mut t = Tally::default();
+    model.check(&q, &life, &mut t).await;
+    assert!(t.clean(), "{}", fail_report("honest", 0, &t));
+    // Lie: claim an ack of a job that was never reserved in this life, and an enqueue that
+    // never happened.
+    let mut lie = Life::default();
+    lie.parse(&format!("R {} 1", ids[0]));
+    lie.parse(&format!("A {}", ids[0]));
+    lie.parse("E 1.9.9 999999999 0");
+    let mut t = Tally::default();
+    model.check(&q, &lie, &mut t).await;
+    assert!(t.unexpected > 0, "{t:?}");
+    assert!(t.lost > 0, "{t:?}");
+    // A job enqueued behind the checker's back is unexpected.
+    q.enqueue(durq::NewJob::new("q", b"stray".to_vec()))
+        .await
+        .unwrap();
+    let mut t = Tally::default();
+    model.check(&q, &Life::default(), &mut t).await;
+    assert!(t.unexpected > 0, "{t:?}");
+    let _ = JobState::Waiting;
+    q.shutdown().await.unwrap();
 }

@@ -425,13 +425,16 @@ async fn slow_fsync_is_logged_counted_and_exported() {
         .open()
         .await
         .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let state = durq::http::AppState {
         queue: q.clone(),
         metrics: Arc::new(durq::metrics::Metrics::new()),
         auth: None,
+        security: Arc::new(
+            durq::http::Security::new(addr, &[], false, durq::http::Limits::default()).unwrap(),
+        ),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         axum::serve(listener, durq::http::router(state))
             .await

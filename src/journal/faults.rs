@@ -92,8 +92,9 @@ pub trait Faults: Send + Sync + 'static {
         Ok(())
     }
     /// At a named step (`rewrite:scan-start`, `rewrite:base-written`,
-    /// `rewrite:manifest-written`, `rewrite:old-deleted`, `rotate:segment-created`,
-    /// `recovery:replayed`).
+    /// `rewrite:manifest-written`, `rewrite:deleting-old` (after each old file is removed),
+    /// `rewrite:old-deleted`, `rotate:segment-created`, `manifest:tmp-written`,
+    /// `manifest:renamed`, `recovery:replayed`, and the first-open steps `open:*`).
     fn on_step(&self, _step: &str) {}
     /// After (for [`IoEvent::SyncStart`]: before) each journal I/O.
     fn on_io(&self, _event: &IoEvent<'_>) {}

@@ -867,6 +867,7 @@ impl Writer {
             if fs::remove_file(&file).is_ok() {
                 observe_arc(&self.cfg.faults, IoEvent::Removed { file: &file });
             }
+            self.step("rewrite:deleting-old");
         }
         let _ = fsync_dir_observed(&self.cfg.dir, self.cfg.faults.as_deref());
         self.step("rewrite:old-deleted");

@@ -3,6 +3,10 @@
 //! A read stops at the first frame that does not decode. What follows decides what it was:
 //! - nothing but zeros, or nothing that decodes as a later record: a **torn tail** (an
 //!   interrupted write); recovery cuts it off in the last segment.
+//! - a whole 512-byte-aligned sector of zeros before the next valid record: also a **torn
+//!   tail**. It is the mark of a power cut during write-back of an unsynced write (later
+//!   sectors reached the disk, this one did not), which only unsynced bytes can show; a flipped
+//!   bit or a garbled sector in durable data never reads as a zero sector.
 //! - a valid record further on: **corruption** in the middle; opening refuses, `check --repair`
 //!   salvages the records on both sides.
 //!
@@ -172,6 +176,20 @@ fn classify(
         });
     }
     match find_next_record(&rest, number, last_seq) {
+        // A whole zero sector before the next valid record is a write the disk never got: the
+        // page cache wrote back later sectors of an unsynced write first, and a power cut lost
+        // this one. Only unsynced bytes can be lost that way (a flipped bit or a garbled sector
+        // never reads as a zero sector), so it is a torn tail like any other: what follows it
+        // was never durable and is cut off with the tail.
+        Some(i) if has_zero_sector(&rest[..i], offset) => Ok(ScanEnd::TornTail {
+            offset,
+            dropped: file_len - offset,
+            reason: format!(
+                "{reason}; a zero-filled 512-byte sector at or after it shows an unsynced write \
+                 that never reached the disk (the {} bytes after it were not durable either)",
+                rest.len() - i
+            ),
+        }),
         Some(i) => Ok(ScanEnd::Corrupt {
             offset,
             reason,
@@ -183,6 +201,23 @@ fn classify(
             reason,
         }),
     }
+}
+
+/// Sector size of the zero runs that mark a lost write (the smallest unit a disk writes).
+const SECTOR: u64 = 512;
+
+/// Whether `buf` (the file's bytes from `offset` on) holds a whole `SECTOR`-aligned sector of
+/// zeros.
+fn has_zero_sector(buf: &[u8], offset: u64) -> bool {
+    let first = offset.div_ceil(SECTOR) * SECTOR - offset;
+    let mut at = first as usize;
+    while at + SECTOR as usize <= buf.len() {
+        if buf[at..at + SECTOR as usize].iter().all(|&b| b == 0) {
+            return true;
+        }
+        at += SECTOR as usize;
+    }
+    false
 }
 
 /// Reads a file from `offset` to its end.

@@ -406,12 +406,19 @@ async fn lost_sector_before_intact_records_in_the_last_segment_is_a_torn_tail() 
     let (dir, jobs) = make(40, 300).await;
     let seg = segments(dir.path()).pop().unwrap();
     let recs = records(&seg);
-    assert!(recs.len() >= 10, "want records after the gap: {}", recs.len());
+    assert!(
+        recs.len() >= 10,
+        "want records after the gap: {}",
+        recs.len()
+    );
     // The first whole sector inside the record two thirds of the way in.
     let victim = recs[recs.len() * 2 / 3].clone();
     let sector = (victim.offset as u64).div_ceil(512) * 512;
     let end = (recs.last().unwrap().offset + recs.last().unwrap().size) as u64;
-    assert!(sector + 512 < end, "a whole sector must lie before the last record");
+    assert!(
+        sector + 512 < end,
+        "a whole sector must lie before the last record"
+    );
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[sector as usize..sector as usize + 512].fill(0);
     std::fs::write(&seg, &bytes).unwrap();
@@ -442,7 +449,9 @@ async fn lost_sector_before_intact_records_in_the_last_segment_is_a_torn_tail() 
     let name = seg.display().to_string();
     let lines = log_lines(&name);
     assert!(
-        lines.iter().any(|l| l.contains("torn tail") && l.contains("never reached the disk")),
+        lines
+            .iter()
+            .any(|l| l.contains("torn tail") && l.contains("never reached the disk")),
         "no torn-tail warning naming the lost sector: {lines:?}"
     );
     assert!(check(dir.path()).unwrap().is_clean());

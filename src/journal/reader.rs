@@ -3,8 +3,8 @@
 //! A read stops at the first frame that does not decode. What follows decides what it was:
 //! - nothing but zeros, or nothing that decodes as a later record: a **torn tail** (an
 //!   interrupted write); recovery cuts it off in the last segment.
-//! - a whole 512-byte-aligned sector of zeros before the next valid record: also a **torn
-//!   tail**. It is the mark of a power cut during write-back of an unsynced write (later
+//! - zeros to a 512-byte sector boundary (a whole sector, or from the bad frame to its
+//!   sector's end) before the next valid record: also a **torn tail**. It is the mark of a power cut during write-back of an unsynced write (later
 //!   sectors reached the disk, this one did not), which only unsynced bytes can show; a flipped
 //!   bit or a garbled sector in durable data never reads as a zero sector.
 //! - a valid record further on: **corruption** in the middle; opening refuses, `check --repair`
@@ -176,17 +176,17 @@ fn classify(
         });
     }
     match find_next_record(&rest, number, last_seq) {
-        // A whole zero sector before the next valid record is a write the disk never got: the
-        // page cache wrote back later sectors of an unsynced write first, and a power cut lost
-        // this one. Only unsynced bytes can be lost that way (a flipped bit or a garbled sector
-        // never reads as a zero sector), so it is a torn tail like any other: what follows it
-        // was never durable and is cut off with the tail.
-        Some(i) if has_zero_sector(&rest[..i], offset) => Ok(ScanEnd::TornTail {
+        // Zeros up to a sector boundary before the next valid record are a write the disk never
+        // got: the page cache wrote back later sectors of an unsynced write first, and a power
+        // cut lost this one. Only unsynced bytes can be lost that way (a flipped bit or a
+        // garbled sector never reads as zeros to a sector's end), so it is a torn tail like any
+        // other: what follows it was never durable and is cut off with the tail.
+        Some(i) if shows_lost_write(&rest[..i], offset) => Ok(ScanEnd::TornTail {
             offset,
             dropped: file_len - offset,
             reason: format!(
-                "{reason}; a zero-filled 512-byte sector at or after it shows an unsynced write \
-                 that never reached the disk (the {} bytes after it were not durable either)",
+                "{reason}; zeros to a 512-byte sector boundary show an unsynced write that \
+                 never reached the disk (the {} bytes after it were not durable either)",
                 rest.len() - i
             ),
         }),
@@ -206,18 +206,21 @@ fn classify(
 /// Sector size of the zero runs that mark a lost write (the smallest unit a disk writes).
 const SECTOR: u64 = 512;
 
-/// Whether `buf` (the file's bytes from `offset` on) holds a whole `SECTOR`-aligned sector of
-/// zeros.
-fn has_zero_sector(buf: &[u8], offset: u64) -> bool {
-    let first = offset.div_ceil(SECTOR) * SECTOR - offset;
-    let mut at = first as usize;
-    while at + SECTOR as usize <= buf.len() {
-        if buf[at..at + SECTOR as usize].iter().all(|&b| b == 0) {
-            return true;
-        }
-        at += SECTOR as usize;
+/// Whether `buf` (the file's bytes from `offset`, a bad frame, up to the next valid record) shows
+/// a write that never reached the disk. Appends make the durable part of a file a prefix, so a
+/// sector the disk lost reads as zeros from the bad frame (or the sector's start) to the
+/// sector's end: either a whole aligned sector of zeros, or zeros from `offset` to the end of
+/// its sector covering at least a frame's length and checksum (8 bytes; a valid frame never
+/// has both zero, and no single damaged bit makes them so).
+fn shows_lost_write(buf: &[u8], offset: u64) -> bool {
+    let to_boundary = (offset.div_ceil(SECTOR) * SECTOR - offset) as usize;
+    let head = &buf[..to_boundary.min(buf.len())];
+    if head.len() >= 8 && head.iter().all(|&b| b == 0) {
+        return true;
     }
-    false
+    buf[to_boundary.min(buf.len())..]
+        .chunks_exact(SECTOR as usize)
+        .any(|s| s.iter().all(|&b| b == 0))
 }
 
 /// Reads a file from `offset` to its end.

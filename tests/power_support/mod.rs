@@ -41,10 +41,10 @@ pub enum Mode {
     /// Per file, a prefix of the pending operations, in order, the next one possibly torn
     /// (ordered write-back: what ext4 and most file systems do for appends).
     Ordered,
-    /// Per file, any subset of the pending writes, each kept, lost, or torn (some of its
-    /// sectors kept, the others lost) independently: write-back that persists pages out of
-    /// order (XFS size updates at I/O completion, overwrites of preallocated space). A lost
-    /// sector reads as zeros (or its old bytes), never as garbage.
+    /// Per file, any subset of the *sectors* the pending writes changed, each kept or lost
+    /// independently: write-back that persists pages out of order (XFS size updates at I/O
+    /// completion, overwrites of preallocated space, a torn multi-sector write). A lost sector
+    /// reads as its durable bytes (zeros past the durable end), never as garbage.
     Reordered,
     /// Every pending operation and directory entry change is lost: the disk holds exactly what
     /// the fsyncs made durable.
@@ -317,14 +317,38 @@ impl PowerModel {
                     notes.push(format!("{name}: {} pending lost", f.pending.len()));
                 }
                 Mode::Reordered => {
+                    // The page cache holds the file as all pending operations left it and
+                    // writes it back sector by sector in any order: each sector that differs
+                    // from the durable one reaches the disk or not; the size is the new one or
+                    // the durable one. A lost sector reads as its durable bytes (zeros past the
+                    // durable end). Two writes to one sector are never split (the sector is
+                    // written whole, holding both).
+                    let mut full = content.clone();
                     for op in &f.pending {
-                        match rng.u8(0..4) {
-                            0 | 1 => apply(&mut content, op),
-                            2 => apply_torn(&mut content, op, false, &mut rng),
-                            _ => {}
+                        apply(&mut full, op);
+                    }
+                    let durable_len = content.len();
+                    content.resize(full.len(), 0);
+                    let (mut kept, mut lost) = (0, 0);
+                    for (i, sector) in full.chunks(SECTOR as usize).enumerate() {
+                        let at = i * SECTOR as usize;
+                        let old = &mut content[at..at + sector.len()];
+                        if old != sector {
+                            if rng.bool() {
+                                old.copy_from_slice(sector);
+                                kept += 1;
+                            } else {
+                                lost += 1;
+                            }
                         }
                     }
-                    notes.push(format!("{name}: {} pending, reordered", f.pending.len()));
+                    if rng.u8(0..4) == 0 {
+                        content.truncate(durable_len.min(full.len()));
+                    }
+                    notes.push(format!(
+                        "{name}: {} pending, reordered by sector: {kept} kept, {lost} lost",
+                        f.pending.len()
+                    ));
                 }
             }
             image.insert(name, content);

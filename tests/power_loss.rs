@@ -361,7 +361,7 @@ async fn run_case(c: &Case) -> Result<Covered, String> {
             run_generation(c, gen, &live, &img).await?
         } else {
             let mut cg =
-                Case::from_seed(c.seed ^ (0x51_7cc1_b727_220a_95u64.wrapping_mul(gen as u64)));
+                Case::from_seed(c.seed ^ (0x517c_c1b7_2722_0a95_u64.wrapping_mul(gen as u64)));
             cg.seed = c.seed;
             run_generation(&cg, gen, &live, &img).await?
         };

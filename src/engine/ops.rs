@@ -59,7 +59,8 @@ impl Engine {
         let mut out = Vec::with_capacity(jobs.len());
         let mut recs = Vec::with_capacity(jobs.len());
         // Dedup keys claimed earlier in this same batch.
-        let mut claimed: Vec<((u32, String), JobId)> = Vec::new();
+        let mut claimed: std::collections::HashMap<(u32, String), JobId> =
+            std::collections::HashMap::new();
         let queues_before = self.mem.queues.len();
         for j in jobs {
             let q = self.mem.queue_id(&j.queue);
@@ -71,7 +72,7 @@ impl Engine {
                     .get(&k)
                     .filter(|(_, exp)| *exp > now)
                     .map(|(id, _)| *id)
-                    .or_else(|| claimed.iter().find(|(c, _)| *c == k).map(|(_, id)| *id));
+                    .or_else(|| claimed.get(&k).copied());
                 if let Some(id) = live {
                     out.push(Enqueued {
                         id,
@@ -123,7 +124,7 @@ impl Engine {
                 .as_ref()
                 .map(|(_, ttl)| Timestamp(duration::after(now, *ttl)));
             if let Some((dk, _)) = &j.dedup {
-                claimed.push(((q, dk.clone()), id));
+                claimed.insert((q, dk.clone()), id);
             }
             out.push(Enqueued {
                 id,

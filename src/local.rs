@@ -71,6 +71,21 @@ fn open_store(state_dir: &Path, cache: u64) -> Result<(Store, Option<String>)> {
     }
 }
 
+/// A panic inside the state store (sled) while opening: its message.
+struct StatePanic(String);
+
+/// Runs `f`, turning a panic into [`StatePanic`] (sled 0.34 panics on some damaged files).
+fn guard<T>(f: impl FnOnce() -> T) -> std::result::Result<T, StatePanic> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        StatePanic(
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into()),
+        )
+    })
+}
+
 /// Calls the test hook at a named step of the open path.
 fn step(opts: &Options, name: &str) {
     if let Some(f) = &opts.faults {
@@ -81,12 +96,22 @@ fn step(opts: &Options, name: &str) {
 /// Opens the state store and brings it up to date with the verified, settled journal. When it
 /// has to be rebuilt (missing, damaged, refuses to open, behind or ahead of the journal, fails
 /// during replay), one warning says why, how many records were replayed and how long it took.
-fn recover_state(dir: &Path, manifest: &Manifest, opts: &Options) -> Result<(Store, u64)> {
+fn recover_state(
+    dir: &Path,
+    manifest: &Manifest,
+    opts: &Options,
+    discard: Option<String>,
+) -> Result<(Store, u64)> {
     let jdir = dir.join(JOURNAL_DIR);
     let sdir = dir.join(STATE_DIR);
     let started = Instant::now();
+    if discard.is_some() && sdir.exists() {
+        std::fs::remove_dir_all(&sdir)
+            .map_err(|e| Error::io(format!("cannot remove {}", sdir.display()), e))?;
+    }
     let existed = sdir.exists();
     let (mut store, mut why) = open_store(&sdir, opts.cache_bytes)?;
+    why = discard.or(why);
     if !existed || why.is_some() {
         // state/ was created: make its entry in DIR durable.
         fsync_dir(dir)?;
@@ -140,11 +165,45 @@ impl Local {
             step(&opts, "open:dir-created");
         }
         crate::perms::data_dir(dir)?;
-        let lock = DirLock::acquire(dir)?;
+        match Local::open_once(dir, opts.clone(), None) {
+            Err(StatePanic(why)) => {
+                // sled 0.34 panics on some damaged files instead of returning an error. The
+                // journal is the truth: rebuild the state store from it, once.
+                tracing::warn!(dir = %dir.display(), %why, "the state store panicked; rebuilding it from the journal");
+                Local::open_once(dir, opts, Some(format!("the state store panicked ({why})")))
+                    .map_err(|StatePanic(why)| {
+                        Error::Backend(format!(
+                            "the state store panicked again after a rebuild from the journal ({why})"
+                        ))
+                    })?
+            }
+            Ok(r) => r,
+        }
+    }
+
+    /// One attempt at opening: `Ok(Err(_))` is an ordinary error, `Err(StatePanic)` a panic in
+    /// the state store (the lock and every thread are let go by then). `discard` rebuilds the
+    /// state store from scratch, giving the reason.
+    fn open_once(
+        dir: &Path,
+        opts: Options,
+        discard: Option<String>,
+    ) -> std::result::Result<Result<Local>, StatePanic> {
+        let lock = match DirLock::acquire(dir) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
         let jdir = dir.join(JOURNAL_DIR);
-        let verified = recovery::verify(&jdir)?;
-        let manifest = recovery::settle(&jdir, &verified, opts.faults.as_deref())?;
-        let (store, last_seq) = recover_state(dir, &manifest, &opts)?;
+        let recovered = guard(|| {
+            let verified = recovery::verify(&jdir)?;
+            let manifest = recovery::settle(&jdir, &verified, opts.faults.as_deref())?;
+            let (store, last_seq) = recover_state(dir, &manifest, &opts, discard)?;
+            Ok((manifest, store, last_seq))
+        })?;
+        let (manifest, store, last_seq) = match recovered {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
         step(&opts, "recovery:replayed");
         Local::start(dir, opts, lock, manifest, store, last_seq)
     }
@@ -156,7 +215,7 @@ impl Local {
         manifest: Manifest,
         store: Store,
         last_seq: u64,
-    ) -> Result<Local> {
+    ) -> std::result::Result<Result<Local>, StatePanic> {
         let applied = Arc::new(AtomicU64::new(last_seq));
         let failed = Arc::new(AtomicU64::new(0));
         let (wtx, wrx) = crossbeam_channel::unbounded();
@@ -176,23 +235,55 @@ impl Local {
             applied.clone(),
             Box::new(move |last| failed_w.store(last + 1, Ordering::Release)),
             wtx.clone(),
-        )?;
-        let writer_thread = std::thread::Builder::new()
+        );
+        let w = match w {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(e)),
+        };
+        let writer_thread = match std::thread::Builder::new()
             .name("durq-journal".into())
             .spawn(move || w.run(wrx))
-            .map_err(|e| Error::io("cannot start the journal thread", e))?;
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(Error::io("cannot start the journal thread", e))),
+        };
+        let stop_writer = {
+            let wtx = wtx.clone();
+            move || {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let _ = wtx.send(writer::Msg::Stop(Box::new(move |r| {
+                    let _ = tx.send(r);
+                })));
+                let _ = rx.recv_timeout(Duration::from_secs(30));
+            }
+        };
         let clock: Arc<dyn Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine::new(
-            opts,
-            clock,
-            store,
-            wtx,
-            applied,
-            last_seq,
-            events.clone(),
-            failed,
-        )?;
+        let engine = guard(|| {
+            Engine::new(
+                opts,
+                clock,
+                store,
+                wtx,
+                applied,
+                last_seq,
+                events.clone(),
+                failed,
+            )
+        });
+        let engine = match engine {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                stop_writer();
+                let _ = writer_thread.join();
+                return Ok(Err(e));
+            }
+            Err(p) => {
+                stop_writer();
+                let _ = writer_thread.join();
+                return Err(p);
+            }
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let engine_thread = std::thread::Builder::new()
             .name("durq-engine".into())
@@ -201,13 +292,17 @@ impl Local {
                 let _ = writer_thread.join();
                 drop(lock);
             })
-            .map_err(|e| Error::io("cannot start the engine thread", e))?;
-        Ok(Local {
+            .map_err(|e| Error::io("cannot start the engine thread", e));
+        let engine_thread = match engine_thread {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(Local {
             tx,
             events,
             engine: Mutex::new(Some(engine_thread)),
             dir: dir.to_path_buf(),
-        })
+        }))
     }
 
     /// The data directory.

@@ -456,3 +456,41 @@ async fn lost_sector_before_intact_records_in_the_last_segment_is_a_torn_tail() 
     );
     assert!(check(dir.path()).unwrap().is_clean());
 }
+
+/// sled 0.34 panics on some damaged files (seen in the kill soak: "cannot find pid … in
+/// view_for_key") instead of returning an error. A panic while the state store is opened,
+/// replayed or loaded rebuilds it from the journal (the truth), once, with a warning.
+#[tokio::test]
+async fn a_panic_in_the_state_store_rebuilds_it_from_the_journal() {
+    struct PanicOnce(std::sync::atomic::AtomicBool);
+    impl durq::journal::faults::Faults for PanicOnce {
+        fn on_step(&self, step: &str) {
+            if step == "open:state-created"
+                && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("cannot find pid 3 in view_for_key (simulated sled panic)");
+            }
+        }
+    }
+    log();
+    let (dir, jobs) = make(30, 200).await;
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let hook = std::sync::Arc::new(PanicOnce(Default::default()));
+    let q = durq::Queue::builder(dir.path())
+        .segment_bytes(SEG)
+        .faults(hook.clone())
+        .open()
+        .await
+        .expect("a panicking state store is rebuilt, not a refused open");
+    assert!(
+        hook.0.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook never fired"
+    );
+    let got = jobs_of(&q).await;
+    q.shutdown().await.unwrap();
+    for (id, p) in &jobs {
+        assert_eq!(got.get(id), Some(p));
+    }
+    let lines = log_lines("the state store panicked");
+    assert!(!lines.is_empty(), "no warning about the panic");
+}

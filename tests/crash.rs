@@ -460,9 +460,19 @@ async fn check_dir(dir: &Path, cfg: Cfg, model: &mut Model, life: &Life, t: &mut
             drop(q);
         }
         Err(e) => {
+            // Keep the directory for a post-mortem.
+            let keep = std::env::temp_dir().join(format!(
+                "durq-crash-refused-{}-{}",
+                std::process::id(),
+                t.refused
+            ));
+            copy_dir(dir, &keep);
             t.refused += 1;
-            t.problems
-                .push(format!("REFUSED: {} does not open: {e}", dir.display()));
+            t.problems.push(format!(
+                "REFUSED: {} does not open: {e} (copy kept in {})",
+                dir.display(),
+                keep.display()
+            ));
             return false;
         }
     }

@@ -13,6 +13,7 @@ POLICIES=("$@")
 [ ${#POLICIES[@]} -eq 0 ] && POLICIES=(always everysec no)
 # shellcheck disable=SC2086
 bin="$(cargo test --release --test crash ${CARGO_FLAGS:-} --no-run --message-format=json 2>/dev/null |
+    grep '"kind":\["test"\]' | grep '"name":"crash"' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
     echo "cannot build the crash test binary" >&2

@@ -849,8 +849,6 @@ async fn checker_catches_lost_and_unexpected() {
 /// (`refused_to_open`: "the manifest is missing but 1 journal files exist"). Such a directory
 /// holds nothing acknowledged and must open (fresh), not refuse forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "durq bug found by the crash soak: a kill during the first open bricks the directory \
-            (src/journal/recovery.rs `prepare`); un-ignore once fixed"]
 async fn kill_during_first_open_never_bricks() {
     use durq::journal::format::{segment_name, FileKind};
     for with_tmp in [false, true] {

@@ -859,15 +859,20 @@ impl Store {
         if self.holding() {
             return Ok(());
         }
-        self.with_db(|db| {
-            db.flush().map(|_| ()).map_err(|e| {
-                if sled_disk_full(&e) {
-                    self.disk_full("flush", &e)
-                } else {
-                    sled_err("flush", e)
-                }
-            })
-        })
+        // Not under the lock: readers and a reopen must never wait on sled's flush.
+        let db = self.with_db(|db| Ok(db.clone()))?;
+        let typed = |what: &str, e: sled::Error| {
+            if sled_disk_full(&e) {
+                self.disk_full(what, &e)
+            } else {
+                sled_err(what, e)
+            }
+        };
+        // A sled that failed a write refuses every later one, and its flush may then wait
+        // forever: probe with a write (of a value it already has) before flushing.
+        db.insert(K_FORMAT, &STATE_VERSION.to_be_bytes())
+            .map_err(|e| typed("write", e))?;
+        db.flush().map(|_| ()).map_err(|e| typed("flush", e))
     }
 }
 

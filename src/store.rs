@@ -91,6 +91,9 @@ pub const RESERVE_BYTES: u64 = 2 << 20;
 /// Number of reserve files.
 pub const RESERVES: usize = 3;
 
+/// Longest wait for a sled flush (see [`Store::flush`]).
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Default)]
 struct Held {
     /// Key -> value (`None`: deleted).
@@ -872,7 +875,28 @@ impl Store {
         // forever: probe with a write (of a value it already has) before flushing.
         db.insert(K_FORMAT, &STATE_VERSION.to_be_bytes())
             .map_err(|e| typed("write", e))?;
-        db.flush().map(|_| ()).map_err(|e| typed("flush", e))
+        // sled 0.34's flush can also wait forever when a write fails while it runs (no
+        // wake-up after the failed buffer): bound the wait. A flush that does not finish leaves
+        // its thread waiting; the journal still holds every record.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flusher = db.clone();
+        std::thread::Builder::new()
+            .name("durq-state-flush".into())
+            .spawn(move || {
+                let _ = tx.send(flusher.flush().map(|_| ()));
+            })
+            .map_err(|e| Error::io("cannot start the state flush thread", e))?;
+        match rx.recv_timeout(FLUSH_TIMEOUT) {
+            Ok(r) => r.map_err(|e| typed("flush", e)),
+            Err(_) => Err(Error::DiskFull {
+                dir: data_dir(&self.inner.dir),
+                detail: format!(
+                    "the state store in {} did not finish a flush within {} s (a write failed)",
+                    self.inner.dir.display(),
+                    FLUSH_TIMEOUT.as_secs()
+                ),
+            }),
+        }
     }
 }
 

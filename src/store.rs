@@ -91,6 +91,9 @@ pub const RESERVE_BYTES: u64 = 2 << 20;
 /// Number of reserve files.
 pub const RESERVES: usize = 3;
 
+/// Longest wait for a sled flush (see [`Store::flush`]).
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Default)]
 struct Held {
     /// Key -> value (`None`: deleted).
@@ -859,15 +862,41 @@ impl Store {
         if self.holding() {
             return Ok(());
         }
-        self.with_db(|db| {
-            db.flush().map(|_| ()).map_err(|e| {
-                if sled_disk_full(&e) {
-                    self.disk_full("flush", &e)
-                } else {
-                    sled_err("flush", e)
-                }
+        // Not under the lock: readers and a reopen must never wait on sled's flush.
+        let db = self.with_db(|db| Ok(db.clone()))?;
+        let typed = |what: &str, e: sled::Error| {
+            if sled_disk_full(&e) {
+                self.disk_full(what, &e)
+            } else {
+                sled_err(what, e)
+            }
+        };
+        // A sled that failed a write refuses every later one, and its flush may then wait
+        // forever: probe with a write (of a value it already has) before flushing.
+        db.insert(K_FORMAT, &STATE_VERSION.to_be_bytes())
+            .map_err(|e| typed("write", e))?;
+        // sled 0.34's flush can also wait forever when a write fails while it runs (no
+        // wake-up after the failed buffer): bound the wait. A flush that does not finish leaves
+        // its thread waiting; the journal still holds every record.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flusher = db.clone();
+        std::thread::Builder::new()
+            .name("durq-state-flush".into())
+            .spawn(move || {
+                let _ = tx.send(flusher.flush().map(|_| ()));
             })
-        })
+            .map_err(|e| Error::io("cannot start the state flush thread", e))?;
+        match rx.recv_timeout(FLUSH_TIMEOUT) {
+            Ok(r) => r.map_err(|e| typed("flush", e)),
+            Err(_) => Err(Error::DiskFull {
+                dir: data_dir(&self.inner.dir),
+                detail: format!(
+                    "the state store in {} did not finish a flush within {} s (a write failed)",
+                    self.inner.dir.display(),
+                    FLUSH_TIMEOUT.as_secs()
+                ),
+            }),
+        }
     }
 }
 

@@ -25,8 +25,13 @@ use durq::journal::faults::{Faults, WriteFault};
 use durq::journal::manifest::Manifest;
 use durq::{Error, FsyncPolicy, JobId, NewJob, Queue};
 
-/// One loop-mounted file system at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One loop-mounted file system at a time (a plain mutex: held for a whole test, awaits
+/// included, which is what it is for).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Size of the test file system.
 const DISK_BYTES: u64 = 64 << 20;
@@ -224,7 +229,11 @@ async fn open(data: &Path, seg: u64, rewrite: u64, watch: Option<Arc<Trigger>>) 
 }
 
 async fn enqueue(q: &Queue, i: usize) -> durq::Result<(JobId, Vec<u8>)> {
-    let p = dur_util::payload(i, 200);
+    enqueue_sized(q, i, 200).await
+}
+
+async fn enqueue_sized(q: &Queue, i: usize, len: usize) -> durq::Result<(JobId, Vec<u8>)> {
+    let p = dur_util::payload(i, len);
     q.enqueue(NewJob::new("q", p.clone()))
         .await
         .map(|e| (e.id, p))
@@ -234,7 +243,8 @@ async fn enqueue(q: &Queue, i: usize) -> durq::Result<(JobId, Vec<u8>)> {
 async fn enqueue_until_full(q: &Queue, from: usize) -> (Acked, Error) {
     let mut acked = Vec::new();
     for i in from..from + 50_000 {
-        match enqueue(q, i).await {
+        // Big payloads: fewer fsyncs to fill what is left.
+        match enqueue_sized(q, i, 16 << 10).await {
             Ok(a) => acked.push(a),
             Err(e) => return (acked, e),
         }
@@ -323,8 +333,9 @@ async fn reopened_has_all(data: &Path, acked: &Acked) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the serial lock is meant to span the test
 async fn full_on_append_then_heals_without_reopen() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial();
     let Some(disk) = LoopDisk::new() else { return };
     let _log = dur_util::log();
     let data = disk.data();
@@ -470,8 +481,9 @@ async fn write_until(q: &Queue, acked: &mut Acked, what: &str, mut done: impl Fn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the serial lock is meant to span the test
 async fn full_during_segment_roll_keeps_appending_and_rolls_later() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial();
     let Some(disk) = LoopDisk::new() else { return };
     let data = disk.data();
     let (q, mut acked, t) = full_at(Site::Roll, &disk, 64 << 10, 64 << 20).await;
@@ -485,8 +497,9 @@ async fn full_during_segment_roll_keeps_appending_and_rolls_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the serial lock is meant to span the test
 async fn full_during_manifest_write_undoes_the_roll() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial();
     let Some(disk) = LoopDisk::new() else { return };
     let data = disk.data();
     let (q, mut acked, t) = full_at(Site::Manifest, &disk, 64 << 10, 64 << 20).await;
@@ -506,8 +519,9 @@ async fn full_during_manifest_write_undoes_the_roll() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the serial lock is meant to span the test
 async fn full_during_rewrite_keeps_old_files_and_retries() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial();
     let Some(disk) = LoopDisk::new() else { return };
     let data = disk.data();
     // Segments never roll by size; the rewrite (past 256 KiB of journal) rolls and writes a base.
@@ -524,7 +538,7 @@ async fn full_during_rewrite_keeps_old_files_and_retries() {
 
 #[test]
 fn serve_answers_507_while_full_and_accepts_writes_after() {
-    let _serial = SERIAL.blocking_lock();
+    let _serial = serial();
     let Some(disk) = LoopDisk::new() else { return };
     let data = disk.data();
     std::fs::create_dir_all(&data).unwrap();
@@ -535,7 +549,7 @@ fn serve_answers_507_while_full_and_accepts_writes_after() {
         support::post_json(
             &a,
             "/v1/queues/q/jobs",
-            &serde_json::json!({ "payload": { "n": n, "pad": "x".repeat(200) } }),
+            &serde_json::json!({ "payload": { "n": n, "pad": "x".repeat(16 << 10) } }),
         )
     };
     for n in 0..20 {

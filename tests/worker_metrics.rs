@@ -98,13 +98,20 @@ fn parse_prometheus(text: &str) -> Samples {
             name,
             name.trim_end_matches("_sum"),
             name.trim_end_matches("_count"),
+            name.trim_end_matches("_bucket"),
         ]
         .into_iter()
         .find(|f| types.contains_key(*f))
         .unwrap_or_else(|| panic!("sample {name} has no HELP/TYPE"));
         let ty = &types[family];
         if family != name {
-            assert_eq!(ty, "summary", "{name} only as part of a summary");
+            assert!(
+                ty == "summary" || ty == "histogram",
+                "{name} only as part of a summary or histogram"
+            );
+        }
+        if ty == "histogram" && name.ends_with("_bucket") {
+            assert!(labels.contains_key("le"), "{line}");
         }
         if ty == "summary" && family == name {
             assert!(labels.contains_key("quantile"), "{line}");

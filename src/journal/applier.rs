@@ -96,7 +96,7 @@ pub fn run(
                             heal_wait = HEAL_FIRST;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "the state store still cannot write; retrying");
+                            tracing::debug!(error = %e, "the state store still cannot write; retrying");
                             heal_wait = (heal_wait * 2).min(HEAL_MAX);
                             heal_at = Some(Instant::now() + heal_wait);
                         }

@@ -445,10 +445,9 @@ impl Writer {
                 let _ = tx.send(ApplyMsg::Records(records));
             }
         }
-        if self.len >= self.cfg.segment_bytes && due(self.roll_retry) {
-            if self.try_rotate().is_err() {
-                return;
-            }
+        if self.len >= self.cfg.segment_bytes && due(self.roll_retry) && self.try_rotate().is_err()
+        {
+            return;
         }
         self.maybe_rewrite();
     }

@@ -533,27 +533,6 @@ impl Writer {
                 self.journal_bytes += buf.len() as u64;
                 Ok(())
             }
-            Err(e) if Error::is_disk_full_io(&e) => {
-                let cut = self.file.set_len(self.len);
-                if cut.is_ok() {
-                    let (file, len) = (&self.path, self.len);
-                    observe_arc(&self.cfg.faults, IoEvent::Truncated { file, len });
-                }
-                if let Err(te) = cut {
-                    self.poison(format!(
-                        "cannot truncate {} after a failed write: {te}",
-                        self.path.display()
-                    ));
-                }
-                tracing::warn!(file = %self.path.display(), error = %e, "journal append failed: disk full; truncated back");
-                Err(Error::DiskFull {
-                    dir: self.data_dir(),
-                    detail: format!(
-                        "cannot append to journal segment {}: {e}",
-                        self.path.display()
-                    ),
-                })
-            }
             Err(e) => {
                 // Cut off whatever part of the write landed.
                 let cut = self.file.set_len(self.len);
@@ -567,11 +546,17 @@ impl Writer {
                         self.path.display()
                     ));
                 }
-                tracing::warn!(file = %self.path.display(), error = %e, "journal append failed; truncated back");
-                Err(Error::io(
-                    format!("cannot append to journal segment {}", self.path.display()),
-                    e,
-                ))
+                let what = format!("cannot append to journal segment {}", self.path.display());
+                if Error::is_disk_full_io(&e) {
+                    tracing::warn!(file = %self.path.display(), error = %e, "journal append failed: disk full; truncated back");
+                    Err(Error::DiskFull {
+                        dir: self.data_dir(),
+                        detail: format!("{what}: {e}"),
+                    })
+                } else {
+                    tracing::warn!(file = %self.path.display(), error = %e, "journal append failed; truncated back");
+                    Err(Error::io(what, e))
+                }
             }
         }
     }

@@ -908,7 +908,7 @@ fn take_one(path: &Path) {
     if std::fs::metadata(path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
         return;
     }
-    let ok = std::fs::OpenOptions::new()
+    let ok = crate::perms::file_options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -92,10 +92,10 @@ impl Cfg {
 /// The tests that fork children run one at a time: a child forked by one test holds copies of
 /// every descriptor the process has open (another test's lock or sled files) until it execs,
 /// which makes a concurrent reopen of that directory see it as locked.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn env(name: &str) -> String {
@@ -586,7 +586,7 @@ async fn kill_mixed(policy: FsyncPolicy, kills: u64) -> (u64, Tally) {
 }
 
 async fn mixed(policy: FsyncPolicy) {
-    let _serial = serial();
+    let _serial = serial().await;
     let kills = env("DURQ_SOAK_KILLS")
         .parse()
         .unwrap_or_else(|_| 2 * iters());
@@ -628,7 +628,7 @@ const STEPS: [&str; 7] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_each_checkpoint_step() {
-    let _serial = serial();
+    let _serial = serial().await;
     let seed = base_seed();
     let mut t = Tally::default();
     for it in 0..iters().div_ceil(2) {
@@ -715,7 +715,7 @@ fn applied_seq(dir: &Path) -> u64 {
 /// `applied_seq` never goes backwards, and the final open has everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_replay_repeatedly() {
-    let _serial = serial();
+    let _serial = serial().await;
     let seed = base_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     for with_base in [false, true] {
@@ -872,7 +872,7 @@ async fn checker_catches_lost_and_unexpected() {
 /// holds nothing acknowledged and must open (fresh), not refuse forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_first_open_never_bricks() {
-    let _serial = serial();
+    let _serial = serial().await;
     use durq::journal::format::{segment_name, FileKind};
     for with_tmp in [false, true] {
         let dir = tempfile::tempdir().unwrap();

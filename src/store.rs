@@ -939,11 +939,28 @@ fn release_one(state_dir: &Path) -> bool {
     false
 }
 
+/// How long an open waits for sled's own lock file. durq's lock (`DIR/lock`) already keeps
+/// other processes out, so a busy sled lock is this process's previous store still winding
+/// down (sled's background threads drop their handles a moment after the `Db`), or a child
+/// forked while it was open that has not exec'ed yet.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_bytes)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|e| sled_err(&format!("cannot open {}", dir.display()), e))
+    let start = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < SLED_LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.map_err(|e| sled_err(&format!("cannot open {}", dir.display()), e)),
+        }
+    }
 }

@@ -145,10 +145,22 @@ async fn full_internal_channel_triggers_a_rescan_and_loses_nothing() {
         c.gate = Some(g);
     })
     .await;
+    // Hold the loop so the 32-slot channel fills up, wait until an event was dropped, go on.
+    gate.hold_loop();
     let dir = h.p("many");
     tokio::task::spawn_blocking(move || create_files(&dir, 500))
         .await
         .unwrap();
+    let t0 = std::time::Instant::now();
+    while h.w.as_ref().unwrap().metrics().events_dropped == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no event was dropped: {:?}",
+            h.w.as_ref().unwrap().metrics()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    gate.release_loop();
     expect_created(&h, "many/", 500).await;
     let evs = h.sync().await;
     assert_eq!(evs.len(), 500);

@@ -54,12 +54,15 @@ pub fn translate(ev: notify::Result<notify::Event>) -> Vec<Raw> {
     ev.paths.into_iter().map(|p| Raw::Path(p, hint)).collect()
 }
 
-/// A test hook: while paused, notify's thread blocks in the handler (so the kernel queue fills
-/// up and overflows, as with a stalled process).
+/// A test hook with two switches: while paused, notify's thread blocks in the handler (so the
+/// kernel queue fills up and overflows, as with a stalled process); while the loop is held, the
+/// watcher loop stops reading the internal channel (so it fills up, as with a slow loop).
 #[derive(Debug, Default)]
 pub struct EventGate {
     paused: Mutex<bool>,
     cv: Condvar,
+    loop_held: AtomicBool,
+    loop_wake: Notify,
 }
 
 impl EventGate {
@@ -71,6 +74,23 @@ impl EventGate {
     pub fn resume(&self) {
         *self.paused.lock() = false;
         self.cv.notify_all();
+    }
+    /// Stops the watcher loop from reading the internal channel.
+    pub fn hold_loop(&self) {
+        self.loop_held.store(true, Ordering::SeqCst);
+    }
+    /// Lets the watcher loop read again.
+    pub fn release_loop(&self) {
+        self.loop_held.store(false, Ordering::SeqCst);
+        self.loop_wake.notify_one();
+    }
+    pub(crate) fn loop_held(&self) -> bool {
+        self.loop_held.load(Ordering::SeqCst)
+    }
+    pub(crate) async fn loop_released(&self) {
+        while self.loop_held() {
+            self.loop_wake.notified().await;
+        }
     }
     fn wait(&self) {
         let mut g = self.paused.lock();
@@ -88,6 +108,8 @@ pub struct Sink {
     pub overflow: Arc<AtomicBool>,
     /// Wakes the loop when `overflow` is raised.
     pub wake: Arc<Notify>,
+    /// Counts the events dropped on a full channel.
+    pub counters: Arc<crate::watch::Counters>,
     /// Test hook.
     pub gate: Option<Arc<EventGate>>,
 }
@@ -106,6 +128,7 @@ impl notify::EventHandler for Sink {
             match self.tx.try_send(raw) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.counters.add_dropped();
                     self.overflow.store(true, Ordering::SeqCst);
                     self.wake.notify_one();
                 }

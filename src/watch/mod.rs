@@ -127,6 +127,8 @@ pub struct WatchMetrics {
     pub errors: u64,
     /// Bytes hashed.
     pub hashed_bytes: u64,
+    /// Events dropped because the internal channel was full (each one leads to a rescan).
+    pub events_dropped: u64,
 }
 
 /// Shared atomic counters behind [`WatchMetrics`].
@@ -137,9 +139,13 @@ pub struct Counters {
     rescans: AtomicU64,
     errors: AtomicU64,
     hashed: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl Counters {
+    pub(crate) fn add_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn add_settled(&self, n: u64) {
         self.settled.fetch_add(n, Ordering::Relaxed);
     }
@@ -162,6 +168,7 @@ impl Counters {
             rescans: self.rescans.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             hashed_bytes: self.hashed.load(Ordering::Relaxed),
+            events_dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -96,6 +96,7 @@ pub async fn start(queue: Queue, cfg: WatchConfig, counters: Arc<Counters>) -> R
         tx,
         overflow: overflow.clone(),
         wake: wake.clone(),
+        counters: counters.clone(),
         gate: cfg.gate.clone(),
     };
     let mut os = notify::RecommendedWatcher::new(
@@ -186,15 +187,18 @@ pub async fn start(queue: Queue, cfg: WatchConfig, counters: Arc<Counters>) -> R
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let mut deb = Debouncer::new(cfg.debounce, cfg.max_wait);
     let mut held_rx = held_rx;
+    let gate = cfg.gate.clone();
     let task = tokio::spawn(async move {
         let mut rescans: HashSet<PathBuf> = HashSet::new();
         let mut buf = Vec::with_capacity(1024);
         loop {
             let deadline = deb.next_deadline().map(Instant::from_std);
+            let held = gate.as_ref().is_some_and(|g| g.loop_held());
             tokio::select! {
                 biased;
                 _ = &mut stop_rx => break,
-                n = raw_rx.recv_many(&mut buf, 1024) => {
+                _ = async { if let Some(g) = &gate { g.loop_released().await } }, if held => {}
+                n = raw_rx.recv_many(&mut buf, 1024), if !held => {
                     if n == 0 { break; }
                     let now = std::time::Instant::now();
                     for raw in buf.drain(..) {

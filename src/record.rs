@@ -64,6 +64,24 @@ pub struct LeaseInfo {
 }
 
 impl JobMeta {
+    /// An upper bound of this metadata's encoded size (each integer at its widest varint,
+    /// each string with its length prefix), for splitting big updates into records that stay
+    /// far below `MAX_RECORD`.
+    pub fn size_bound(&self) -> usize {
+        const FIXED: usize = 256;
+        let s = |o: &Option<String>| o.as_ref().map_or(1, |v| v.len() + 9);
+        FIXED
+            + self.queue.len()
+            + self.kind.len()
+            + s(&self.key)
+            + s(&self.dedup)
+            + self
+                .errors
+                .iter()
+                .map(|e| e.error.len() + 32)
+                .sum::<usize>()
+    }
+
     /// Joins metadata and payload into a public [`Job`].
     pub fn into_job(self, payload: Vec<u8>) -> Job {
         Job {

@@ -88,6 +88,26 @@ pub type CatchUp = Arc<dyn Fn(&Store, u64) -> Result<()> + Send + Sync>;
 /// again once space returns.
 pub const RESERVE_BYTES: u64 = 2 << 20;
 
+/// Free bytes the state store's file system must have before sled is given a write or a
+/// flush. sled 0.34 never recovers from a failed write in-process (its error is sticky, and a
+/// flush racing the failure can wait forever while holding sled's process-wide lock, which
+/// wedges every later batch), so durq keeps sled away from a nearly full disk: below this
+/// room, changes are held in memory (the journal has them) until space returns. What sled
+/// buffers between two checks is far below this, so only another process filling the last
+/// 8 MiB within one flush interval can still make a sled write fail.
+pub const WRITE_ROOM: u64 = 8 << 20;
+
+/// Free bytes for unprivileged writers (`f_bavail` of `statvfs`) on `dir`'s file system.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// Number of reserve files.
 pub const RESERVES: usize = 3;
 
@@ -328,6 +348,15 @@ impl Store {
         self.inner.holding.load(Ordering::Acquire)
     }
 
+    /// True when the file system has less than [`WRITE_ROOM`] free (unknown counts as room).
+    fn short_of_room(&self) -> bool {
+        let short = free_bytes(&self.inner.dir).is_some_and(|f| f < WRITE_ROOM);
+        if short && !self.holding() {
+            tracing::warn!(dir = %self.inner.dir.display(), room = WRITE_ROOM, "the disk is nearly full; holding state-store changes in memory until space returns (the journal has them)");
+        }
+        short
+    }
+
     /// Reads a key: the held overlay first, then sled.
     fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
         if self.holding() {
@@ -525,7 +554,8 @@ impl Store {
         drop(g.take());
         let mut last = None;
         let mut db = None;
-        for _ in 0..20 {
+        // open_db itself waits for sled's lock; other failures get a few more tries.
+        for _ in 0..3 {
             match open_db(&self.inner.dir, self.inner.cache) {
                 Ok(d) => {
                     db = Some(d);
@@ -600,7 +630,7 @@ impl Store {
         ops: impl Iterator<Item = &'a Op> + Clone,
         applied: Option<u64>,
     ) -> Result<()> {
-        if !self.holding() {
+        if !self.holding() && !self.short_of_room() {
             let mut b = sled::Batch::default();
             // Last state per job in this group: Some = put, None = delete.
             let mut jobs: HashMap<JobId, Option<Stored>> = HashMap::new();
@@ -861,6 +891,15 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         if self.holding() {
             return Ok(());
+        }
+        if free_bytes(&self.inner.dir).is_some_and(|f| f < WRITE_ROOM) {
+            return Err(Error::DiskFull {
+                dir: data_dir(&self.inner.dir),
+                detail: format!(
+                    "less than {} MiB free; the state store is not flushed until space returns",
+                    WRITE_ROOM >> 20
+                ),
+            });
         }
         // Not under the lock: readers and a reopen must never wait on sled's flush.
         let db = self.with_db(|db| Ok(db.clone()))?;

@@ -7,8 +7,9 @@
 //! the next write succeeds without a reopen. The last test runs the real `durq serve` binary:
 //! HTTP 507 with a JSON error naming the data directory while full, 201 again after.
 //!
-//! Opt-in with `DURQ_DISK_FULL=1` until sled's flush hang after a disk-full write is worked
-//! around (see `LoopDisk::new`). Needs root and `mount`. Without them each test prints why it is skipped;
+//! sled 0.34 never recovers from a failed write in-process (and a flush racing one can wait
+//! forever), so the store keeps sled off a nearly full disk (`store::WRITE_ROOM`); a watchdog
+//! fails a test that hangs anyway. `DURQ_DISK_FULL=0` skips these tests. Needs root and `mount`. Without them each test prints why it is skipped;
 //! set `DURQ_REQUIRE_LOOP=1` to make that a failure instead. Tests run one at a time (one loop
 //! device each) and always unmount in a drop guard.
 
@@ -41,6 +42,29 @@ const DISK_BYTES: u64 = 64 << 20;
 struct LoopDisk {
     mnt: PathBuf,
     _tmp: tempfile::TempDir,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long one full-disk test may run before the watchdog ends the process: a hang here must
+/// fail CI with a message, not stall it.
+const WATCHDOG: Duration = Duration::from_secs(240);
+
+/// Ends the process if `done` is not set within [`WATCHDOG`].
+fn watchdog(done: Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < WATCHDOG {
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "a full-disk test ran for more than {} s: it hangs (FAILED)",
+            WATCHDOG.as_secs()
+        );
+        std::process::exit(101);
+    });
 }
 
 fn skip(reason: &str) -> Option<LoopDisk> {
@@ -53,16 +77,8 @@ fn skip(reason: &str) -> Option<LoopDisk> {
 
 impl LoopDisk {
     fn new() -> Option<LoopDisk> {
-        // Opt-in for now: sled 0.34.7's `flush()` can wait forever once one of its writes
-        // failed on the full disk (`make_stable` never sees the lsn become stable) while it
-        // holds sled's process-wide concurrency-control read lock, which then wedges every
-        // sled tree in the process. These tests hit it in about half of the runs, so they
-        // would make the suite hang; the injected-fault tests in `tests/faults.rs` run always.
-        if std::env::var_os("DURQ_DISK_FULL").is_none() {
-            return skip(
-                "opt-in (DURQ_DISK_FULL=1): sled 0.34.7 can hang in flush() after a \
-                 disk-full write error",
-            );
+        if std::env::var_os("DURQ_DISK_FULL").is_some_and(|v| v == "0") {
+            return skip("DURQ_DISK_FULL=0");
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -100,7 +116,14 @@ impl LoopDisk {
             }
             Err(e) => return skip(&format!("mount is unavailable: {e}")),
         }
-        Some(LoopDisk { mnt, _tmp: tmp })
+        let _ = dur_util::log(); // capture the store's log from the start, for dump_log
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        watchdog(done.clone());
+        Some(LoopDisk {
+            mnt,
+            _tmp: tmp,
+            done,
+        })
     }
 
     fn data(&self) -> PathBuf {
@@ -110,6 +133,7 @@ impl LoopDisk {
 
 impl Drop for LoopDisk {
     fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         for _ in 0..100 {
             let ok = Command::new("umount")
                 .arg(&self.mnt)
@@ -131,7 +155,17 @@ struct Filler {
 
 impl Filler {
     fn fill(mnt: &Path) -> Filler {
-        let path = mnt.join("filler");
+        let f = Filler {
+            path: mnt.join("filler"),
+        };
+        f.top_up();
+        f
+    }
+
+    /// Takes whatever became free again (ext4 gives back the blocks it had preallocated for
+    /// a file when that file is closed).
+    fn top_up(&self) {
+        let path = &self.path;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -148,7 +182,6 @@ impl Filler {
             }
         }
         f.sync_all().unwrap();
-        Filler { path }
     }
 
     fn remove(self) {
@@ -215,6 +248,9 @@ impl Faults for Trigger {
         } else {
             None
         };
+        if let Some(f) = self.filler.lock().unwrap().as_ref() {
+            f.top_up();
+        }
         if let Some(site) = site {
             self.seen.lock().unwrap().push(site);
             let mut armed = self.armed.lock().unwrap();
@@ -453,19 +489,37 @@ async fn full_at(
     if site != Site::Base {
         assert_eq!(m.segments.len(), 1, "no roll took effect on the full disk");
     }
-    assert_eq!(
-        seg_count(&data),
-        m.segments.len(),
-        "no half-made segment is left"
-    );
     if site != Site::Base {
         assert_eq!(m.base, None, "no base was installed on the full disk");
     }
-    assert!(std::fs::read_dir(data.join("journal")).unwrap().all(|e| !e
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .ends_with(".base")));
+    // A failed roll or rewrite removes the file it made; a retry may be making one right now
+    // (they back off), so wait for a listing between two attempts: then the journal holds
+    // exactly the files the manifest names.
+    let t0 = Instant::now();
+    loop {
+        let m = manifest(&data);
+        let mut named: Vec<String> = m
+            .segments
+            .iter()
+            .map(|s| durq::journal::format::segment_name(s.number))
+            .chain(m.base.map(|(n, _)| durq::journal::format::base_name(n)))
+            .collect();
+        named.sort();
+        let mut files: Vec<String> = std::fs::read_dir(data.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".seg") || n.ends_with(".base"))
+            .collect();
+        files.sort();
+        if files == named {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "half-made journal files are left: {files:?}, the manifest names {named:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert!(!data.join("journal/MANIFEST.tmp").exists());
     // The journal's files still open, and hold every acknowledged job.
     q.shutdown().await.unwrap();

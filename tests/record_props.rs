@@ -310,6 +310,14 @@ proptest! {
     fn every_op_round_trips(op in any_op()) {
         round_trip(&op)?;
     }
+
+    /// `JobMeta::size_bound` (what big updates are split by) is never below the encoding.
+    #[test]
+    fn meta_size_bound_covers_its_encoding(m in meta(SMALL), change in change()) {
+        let bound = m.size_bound();
+        let len = Op::Update { metas: vec![m], change }.encode().unwrap().len();
+        prop_assert!(len <= bound, "encoded {len} > bound {bound}");
+    }
 }
 
 proptest! {
@@ -333,6 +341,9 @@ proptest! {
         }),
         change in change(),
     ) {
+        let bound = rec.meta.size_bound();
+        let len = Op::Update { metas: vec![rec.meta.clone()], change }.encode().unwrap().len();
+        prop_assert!(len <= bound, "encoded {len} > bound {bound}");
         round_trip(&Op::Update { metas: vec![rec.meta.clone()], change })?;
         round_trip(&Op::Snapshot { rec: rec.clone() })?;
         round_trip(&Op::Enqueue { jobs: vec![rec] })?;

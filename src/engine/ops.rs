@@ -727,8 +727,9 @@ impl Engine {
                 meta.queued = self.next_id(now).0;
                 metas.push(meta);
             }
-            // Staged below in chunks of 4096: the last chunk's seq gates them all.
-            let gate = self.gate_for(metas.len().div_ceil(4096).saturating_sub(1) as u64);
+            // Staged below in chunks: the last chunk's seq gates them all.
+            let chunks = update_chunks(&metas);
+            let gate = self.gate_for(chunks.len().saturating_sub(1) as u64);
             for meta in &metas {
                 self.mem.queues[q as usize].dead.remove(&meta.id);
                 let mut slot = self.mem.slot_of(meta);
@@ -737,9 +738,9 @@ impl Engine {
             }
             let n = metas.len() as u64;
             // Big requeues are split so no single record grows without bound.
-            for chunk in metas.chunks(4096) {
+            for range in chunks {
                 self.stage(Op::Update {
-                    metas: chunk.to_vec(),
+                    metas: metas[range].to_vec(),
                     change: Change::Requeued,
                 })?;
             }
@@ -975,5 +976,78 @@ impl KeyRank {
             class: u8::from(meta.state != JobState::Active),
             queued: meta.queued,
         }
+    }
+}
+
+/// Splits metadata for `Op::Update` records: at most 4096 jobs and about 16 MiB (by
+/// [`JobMeta::size_bound`]) per record, so a record stays far below `MAX_RECORD` whatever the
+/// jobs carry (a dead job may hold many attempt errors of 4 KiB each).
+fn update_chunks(metas: &[JobMeta]) -> Vec<std::ops::Range<usize>> {
+    const MAX_JOBS: usize = 4096;
+    const MAX_BYTES: usize = 16 << 20;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in metas.iter().enumerate() {
+        let b = m.size_bound();
+        if i > start && (i - start == MAX_JOBS || bytes + b > MAX_BYTES) {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < metas.len() {
+        out.push(start..metas.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{AttemptError, Priority, RetryPolicy, Timestamp};
+
+    fn meta(errors: usize) -> JobMeta {
+        JobMeta {
+            id: crate::job::JobId(1),
+            queue: "q".into(),
+            kind: "k".into(),
+            priority: Priority::NORMAL,
+            key: None,
+            dedup: None,
+            state: JobState::Dead,
+            attempts: errors as u32,
+            retry: RetryPolicy::default(),
+            created_at: Timestamp(0),
+            run_at: Timestamp(0),
+            finished_at: None,
+            errors: (0..errors)
+                .map(|i| AttemptError {
+                    attempt: i as u32 + 1,
+                    at: Timestamp(0),
+                    error: "e".repeat(crate::job::MAX_ERROR_TEXT),
+                })
+                .collect(),
+            lease: None,
+            queued: 1,
+        }
+    }
+
+    #[test]
+    fn update_chunks_split_by_count_and_by_size() {
+        let small = vec![meta(0); 10_000];
+        let c = update_chunks(&small);
+        assert_eq!(c, vec![0..4096, 4096..8192, 8192..10_000]);
+        // 1,000 attempts of 4 KiB each: about 4 MiB a job, so 3 a record.
+        let big = vec![meta(1000); 10];
+        let c = update_chunks(&big);
+        assert!(c.len() >= 3, "{c:?}");
+        for r in &c {
+            let bytes: usize = big[r.clone()].iter().map(JobMeta::size_bound).sum();
+            assert!(bytes <= 16 << 20 || r.len() == 1, "{r:?}: {bytes}");
+        }
+        assert_eq!(c.first().unwrap().start, 0);
+        assert_eq!(c.last().unwrap().end, 10);
+        assert!(c.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(update_chunks(&[]).is_empty());
     }
 }

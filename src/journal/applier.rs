@@ -48,7 +48,7 @@ pub const HEAL_MAX: Duration = Duration::from_secs(2);
 
 /// Free bytes wanted on the state store's file system, beyond twice the held bytes, before
 /// sled is reopened (reopening on a still-full disk would only fail again).
-pub const HEAL_ROOM: u64 = 8 << 20;
+pub const HEAL_ROOM: u64 = crate::store::WRITE_ROOM;
 
 /// Write groups the writer may run ahead of the applier before it waits.
 pub const MAX_BEHIND: usize = 64;
@@ -164,7 +164,7 @@ pub fn run(
 /// Writes held changes to the state store, reopening sled and catching it up from the
 /// journal when its error is sticky. `Ok` once nothing is held.
 pub fn heal(store: &Store, journal_dir: &Path) -> Result<()> {
-    let free = free_bytes(store.dir()).unwrap_or(0);
+    let free = crate::store::free_bytes(store.dir()).unwrap_or(0);
     if free < 2 * store.held_bytes() as u64 + HEAL_ROOM {
         return Err(Error::DiskFull {
             dir: store.dir().parent().unwrap_or(store.dir()).to_path_buf(),
@@ -183,16 +183,6 @@ pub fn heal(store: &Store, journal_dir: &Path) -> Result<()> {
     store.reopen_with(true, |fresh| catch_up(fresh, journal_dir, upto))?;
     store.take_reserve();
     Ok(())
-}
-
-/// Free bytes for unprivileged writers (`f_bavail` of `statvfs`).
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Brings a freshly reopened store up to journal seq `upto`: replays the records above what it

@@ -33,6 +33,39 @@ fn find_binary(names: &[&str]) -> String {
     panic!("{names:?} not found; install them with `apt-get install -y chromium chromium-driver`");
 }
 
+/// The live dashboard re-renders its tables: an element found a moment ago may be replaced
+/// (stale) before it is read, so find it again until one read goes through.
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    let mut last = None;
+    for _ in 0..100 {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => match e.text().await {
+                Ok(t) => return t,
+                Err(err) => last = Some(err),
+            },
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("cannot read {css}: {last:?}");
+}
+
+/// Clicks the element `css` names, finding it again if a re-render replaced it.
+async fn click(c: &fantoccini::Client, css: &str) {
+    let mut last = None;
+    for _ in 0..100 {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => match e.click().await {
+                Ok(_) => return,
+                Err(err) => last = Some(err),
+            },
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("cannot click {css}: {last:?}");
+}
+
 async fn cell(c: &fantoccini::Client, queue: &str, state: &str) -> Option<String> {
     let sel = format!("#queues tr[data-queue=\"{queue}\"] td[data-state=\"{state}\"]");
     match c.find(Locator::Css(&sel)).await {
@@ -157,8 +190,7 @@ async fn dashboard_in_headless_chromium() {
     assert_eq!(marker, json!(42), "the page was not reloaded");
 
     // The dead letter shows its last error and a requeue button that works.
-    let row = c.find(Locator::Css("#dead tbody tr")).await.unwrap();
-    let text = row.text().await.unwrap();
+    let text = text_of(&c, "#dead tbody tr").await;
     assert!(text.contains("upstream said 500"), "{text}");
     std::fs::create_dir_all(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -175,12 +207,7 @@ async fn dashboard_in_headless_chromium() {
         &png,
     )
     .unwrap();
-    c.find(Locator::Css("#dead button.requeue"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#dead button.requeue").await;
     wait_cell(&c, "dq", "waiting", "1").await;
     wait_cell(&c, "dq", "dead", "0").await;
     let st = http(&a, "GET", "/v1/stats", &[], None).json();

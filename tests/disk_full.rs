@@ -169,7 +169,7 @@ impl Filler {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
+            .open(path)
             .unwrap();
         for chunk in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
             let buf = vec![0xa5u8; chunk];

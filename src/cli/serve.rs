@@ -15,7 +15,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http::{auth::Auth, check_listen, router, AppState, Limits, Security};
+use axum::Extension;
+
+use crate::http::health::Readiness;
+use crate::http::{auth::Auth, check_listen, events, router, AppState, Limits, Security};
 use crate::metrics::Metrics;
 use crate::worker::Pool;
 
@@ -154,17 +157,27 @@ async fn serve(
         None
     };
     let watchers = super::watch::start_all(g, queue, &a.watch, &a.queue).await?;
+    let hub = events::Hub::start(queue, &metrics);
+    let journal = g.data.join(crate::local::JOURNAL_DIR);
+    let readiness = Readiness::new(if journal.is_dir() {
+        journal
+    } else {
+        g.data.clone()
+    });
     let state = AppState {
         queue: queue.clone(),
         metrics,
         auth: token.map(|t| Arc::new(Auth::new(&t))),
         security: security.clone(),
     };
+    let app = router(state)
+        .layer(Extension(hub.clone()))
+        .layer(Extension(readiness));
     eprintln!("durq: listening on http://{bound}/");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let limits = security.limits;
     let server = tokio::spawn(async move {
-        crate::http::server::serve(listener, router(state), limits, async move {
+        crate::http::server::serve(listener, app, limits, async move {
             let _ = rx.await;
         })
         .await
@@ -172,6 +185,7 @@ async fn serve(
     stop.await;
     tracing::info!("stopping: draining requests, workers and watchers");
     let _ = tx.send(());
+    hub.close();
     let mut first_err = None;
     for p in pools {
         if let Err(e) = p.shutdown().await {

@@ -18,7 +18,8 @@
 //! - Every request passes, in order: the connection cap and header timeout ([`server`]), the
 //!   security headers and JSON errors ([`error::json_errors`]), [`guard::same_origin`], the
 //!   body deadline, then [`auth::require`] — with or without a token.
-//! - With a token set, no route but the login form and the static assets answers without it;
+//! - With a token set, no route but the login form, the static assets, `/health` and `/ready`
+//!   answers without it;
 //!   tokens are compared in constant time and never logged.
 
 pub mod api;
@@ -27,7 +28,9 @@ pub mod batch;
 pub mod body;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod guard;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod query;
@@ -130,6 +133,7 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/stats", get(api::stats))
+        .route("/events", get(events::stream))
         .route("/metrics", get(metrics::json))
         .route("/dashboard", get(dashboard::data))
         .route("/queues/{queue}/jobs", post(api::enqueue).get(api::list))
@@ -153,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(dashboard::logout))
         .route("/assets/{name}", get(dashboard::asset))
         .route("/metrics", get(metrics::prometheus))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .nest("/v1", v1)
         .fallback(error::not_found)
         .layer(from_fn_with_state(state.clone(), auth::require))

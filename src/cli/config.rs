@@ -444,10 +444,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, CliError> {
     }
     let mut queues = BTreeMap::new();
     for (name, sec) in &file.queues {
-        let span = Some(sec.span());
-        let err = |m: String| at(path, text, span.clone(), &format!("queue `{name}`: {m}"));
-        crate::job::validate_queue_name(name).map_err(|e| err(super::args::inner_msg(&e)))?;
-        let plan = plan_queue(sec.get_ref()).map_err(err)?;
+        let from = sec.span().start;
+        let err = |key: Option<&str>, m: String| {
+            let span = key.and_then(|k| find_key(text, from, k)).unwrap_or(from);
+            at(path, text, Some(span..span + 1), &format!("queue `{name}`: {m}"))
+        };
+        crate::job::validate_queue_name(name)
+            .map_err(|e| err(None, super::args::inner_msg(&e)))?;
+        let plan = plan_queue(sec.get_ref()).map_err(|(k, m)| err(k, m))?;
         queues.insert(name.clone(), plan);
     }
     let mut rules = Vec::new();
@@ -473,17 +477,38 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, CliError> {
     })
 }
 
-fn plan_queue(s: &QueueSection) -> Result<QueuePlan, String> {
+/// Where the first `key = …` line at or after `from` starts.
+fn find_key(text: &str, from: usize, key: &str) -> Option<usize> {
+    let mut pos = text[..from.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    for line in text[pos..].split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(pos + (line.len() - t.len()));
+            }
+        }
+        pos += line.len();
+    }
+    None
+}
+
+/// A check that failed: the key to point at (if known) and the message.
+type Refusal = (Option<&'static str>, String);
+
+fn plan_queue(s: &QueueSection) -> Result<QueuePlan, Refusal> {
     if let Some(c) = s.concurrency {
         if c == 0 || c > 10_000 {
-            return Err(format!(
-                "concurrency {c} is out of range; use 1 to 10000"
+            return Err((
+                Some("concurrency"),
+                format!("concurrency {c} is out of range; use 1 to 10000"),
             ));
         }
     }
     if let Some(l) = s.lease {
         if l.0 < Duration::from_millis(100) {
-            return Err("lease must be at least 100ms".into());
+            return Err((Some("lease"), "lease must be at least 100ms".into()));
         }
     }
     let retry = s
@@ -501,7 +526,13 @@ fn plan_queue(s: &QueueSection) -> Result<QueuePlan, String> {
             p.validate().map(|()| p)
         })
         .transpose()
-        .map_err(|e| format!("retry: {}", super::args::inner_msg(&e)))?;
+        .map_err(|e| {
+            let m = super::args::inner_msg(&e);
+            let key = ["factor", "jitter", "max_retries", "max_backoff", "backoff"]
+                .into_iter()
+                .find(|k| m.contains(&k.replace('_', " ")) || (*k == "backoff" && m.contains("backoff")));
+            (key, m)
+        })?;
     let breaker = s
         .breaker
         .as_ref()
@@ -517,15 +548,22 @@ fn plan_queue(s: &QueueSection) -> Result<QueuePlan, String> {
             c.validate().map(|()| c)
         })
         .transpose()
-        .map_err(|e| format!("breaker: {}", super::args::inner_msg(&e)))?;
+        .map_err(|e| {
+            let m = super::args::inner_msg(&e);
+            let key = m.contains("failure rate").then_some("failure_rate");
+            (key.or(Some("failures")), m)
+        })?;
     let autoscale = s.autoscale.map(|b| AutoscaleConfig::new(b.0, b.1));
     let telegram_token = match &s.telegram {
         None => None,
-        Some(t) => Some(telegram_token(t)?),
+        Some(t) => Some(telegram_token(t).map_err(|m| (Some("token_env"), m))?),
     };
     if let Some(cmd) = &s.exec {
         if cmd.trim().is_empty() {
-            return Err("exec is empty; give the command to run for each job".into());
+            return Err((
+                Some("exec"),
+                "exec is empty; give the command to run for each job".into(),
+            ));
         }
     }
     Ok(QueuePlan {

@@ -1,0 +1,238 @@
+//! `durq serve --config FILE` through the real binary: every error case is one sentence naming
+//! the file line and the key, exit 2, and nothing is created; a full file starts a server
+//! whose workers, retry policy and listen address come from it, with flags winning.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// Runs `serve --config` on `text` with a data dir that must stay absent; returns stderr.
+fn refused(text: &str, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("durq.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let data = dir.path().join("data");
+    let out = durq(&data)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "exit 2 for {text:?}: {err}");
+    assert!(!data.exists(), "nothing was created for {text:?}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("durq.toml"), "names the file: {err}");
+    err
+}
+
+#[test]
+fn every_error_names_the_line_and_the_key_and_starts_nothing() {
+    let cases: &[(&str, &[&str])] = &[
+        // (file, words the message must hold)
+        ("listen = \"127.0.0.1:0\"\n\ncolour = 1\n", &["line 3", "colour"]),
+        ("fsync = \"sometimes\"\n", &["line 1", "fsync", "always, everysec or no"]),
+        ("listen = \"nowhere\"\n", &["line 1", "listen", "127.0.0.1:7878"]),
+        ("grace = 30\n", &["line 1", "grace"]),
+        (
+            "[queues.mail]\nexec = \"true\"\nconcurrency = \"five\"\n",
+            &["line 3", "concurrency"],
+        ),
+        ("[queues.mail]\nconcurrence = 3\n", &["line 2", "concurrence"]),
+        ("[queues.mail]\nconcurrency = 0\n", &["line 2", "`concurrency`", "mail", "concurrency 0"]),
+        ("[queues.mail]\nrate = \"30/d\"\n", &["line 2", "rate", "unknown unit"]),
+        ("[queues.mail]\nkey_rate = \"-1/s\"\n", &["line 2", "key_rate"]),
+        ("[queues.mail]\nautoscale = \"16..2\"\n", &["line 2", "autoscale", "MIN..MAX"]),
+        ("[queues.mail]\nlease = \"5 parsecs\"\n", &["line 2", "lease"]),
+        ("[queues.mail]\nlease = \"10ms\"\n", &["line 2", "`lease`", "100ms"]),
+        (
+            "[queues.mail]\n[queues.mail.retry]\nfactor = 0.5\n",
+            &["line 3", "`factor`", "mail", "retry factor"],
+        ),
+        (
+            "[queues.mail]\n[queues.mail.retry]\nbackof = \"1s\"\n",
+            &["line 3", "backof"],
+        ),
+        (
+            "[queues.mail.breaker]\nfailure_rate = 2.0\n",
+            &["line 2", "`failure_rate`", "mail", "failure rate"],
+        ),
+        ("[queues.\"no spaces\"]\nexec = \"true\"\n", &["line 1", "no spaces"]),
+        ("[queues.bot.telegram]\n", &["line 1", "bot", "telegram"]),
+        ("[alerts]\nwebhook = \"ftp://x\"\n", &["line 2", "webhook", "http://"]),
+        ("[alerts]\ninterval = \"soon\"\n", &["line 2", "interval"]),
+        (
+            "[[alerts.rules]]\nname = \"x\"\nmeasure = \"cpu\"\nthreshold = 1\n",
+            &["line 3", "measure", "cpu"],
+        ),
+        (
+            "[[alerts.rules]]\nname = \"x\"\nmeasure = \"depth\"\nthreshold = 1\nwindow = \"1m\"\n",
+            &["line 1", "window"],
+        ),
+        (
+            "[[alerts.rules]]\nname = \"x\"\nmeasure = \"depth\"\n",
+            &["line 1", "threshold"],
+        ),
+        (
+            "[[alerts.rules]]\nname = \"bad name\"\nmeasure = \"depth\"\nthreshold = 1\n",
+            &["line 1", "bad name"],
+        ),
+        ("listen = \n", &["line 1"]),
+    ];
+    for (text, words) in cases {
+        let err = refused(text, &[]);
+        for w in *words {
+            assert!(err.contains(w), "{text:?}: message lacks {w:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_and_bad_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = run(&data, &["serve", "--config", "/nonexistent/durq.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the config file /nonexistent/durq.toml"));
+    for (flag, value, words) in [
+        ("--rate", "30/d", "unknown unit"),
+        ("--key-rate", "0/s", "positive number"),
+        ("--autoscale", "5..2", "MIN..MAX"),
+        ("--log-format", "xml", "text, json"),
+    ] {
+        for cmd in ["serve", "work"] {
+            let mut args = vec![cmd, flag, value];
+            if cmd == "work" {
+                args.push("q");
+            }
+            let out = run(&data, &args);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {flag} {value}");
+            let err = stderr(&out);
+            assert!(err.contains(words), "{cmd} {flag} {value}: {err}");
+        }
+    }
+    assert!(!data.exists());
+}
+
+fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("durq.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn a_full_file_runs_its_workers_with_its_retry_policy_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-config");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"# every top-level key
+data = "{data}"
+fsync = "always"
+listen = "127.0.0.1:1"
+grace = "5s"
+
+[queues.echo]
+concurrency = 2
+lease = "10s"
+rate = "1000/s"
+key_rate = "100/s"
+exec = "cat > {out}/$DURQ_JOB_ID"
+
+[queues.echo.retry]
+max_retries = 7
+backoff = "2s"
+factor = 3.0
+max_backoff = "1m"
+jitter = 0.1
+
+[queues.echo.breaker]
+failures = 3
+window = "10s"
+failure_rate = 0.5
+min_calls = 10
+cooldown = "5s"
+
+[queues.auto]
+autoscale = "1..4"
+exec = "exit 1"
+
+[queues.auto.retry]
+max_retries = 0
+
+[alerts]
+defaults = true
+interval = "1s"
+
+[[alerts.rules]]
+name = "echo_backlog"
+measure = "depth"
+queue = "echo"
+threshold = 100
+hold = "30s"
+"#,
+            data = data.display(),
+            out = out.display()
+        ),
+    );
+    // --listen wins over the file's unusable port 1; --data is not given, so the file's wins.
+    let s = start_serve_without_data(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let a = s.addr.as_str();
+    let r = post_json(a, "/v1/queues/echo/jobs", &json!({"payload": {"hi": 1}}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let file = out.join(&id);
+    let body = wait_for("the exec handler's output", Duration::from_secs(20), || {
+        std::fs::read_to_string(&file).ok().filter(|s| !s.is_empty())
+    });
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"hi": 1}));
+    // The queue's retry policy reached the store: a failing job of `auto` goes dead at once.
+    let r = post_json(a, "/v1/queues/auto/jobs", &json!({"payload": 1}));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let dead = wait_for("the failing job to be dead", Duration::from_secs(20), || {
+        let j = http(a, "GET", &format!("/v1/jobs/{id}"), &[], None).json();
+        (j["state"] == "dead").then_some(j)
+    });
+    assert_eq!(dead["attempts"], 1, "max_retries = 0 from the file: {dead}");
+    let j = http(a, "GET", "/v1/queues/echo/jobs?state=completed", &[], None).json();
+    assert_eq!(j["jobs"].as_array().unwrap().len(), 1, "{j}");
+    assert!(data.join("journal").is_dir(), "the data dir comes from the file");
+    drop(s);
+}
+
+/// `start_serve` without `--data` (the config file decides).
+fn start_serve_without_data(extra: &[&str]) -> Server {
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(BIN)
+        .env_remove("DURQ_DATA")
+        .env("RUST_LOG", "debug")
+        .arg("serve")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_channel(child.stderr.take().unwrap());
+    let proc = Proc(child);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve prints its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    Server {
+        proc,
+        addr,
+        stderr: rx,
+    }
+}

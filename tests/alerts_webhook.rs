@@ -113,7 +113,10 @@ threshold = 2
 
     // Depth 3 > 2: raised. The first delivery is answered 500 and retried.
     for i in 0..3 {
-        assert_eq!(post_json(a, "/v1/queues/q/jobs", &json!({"payload": i})).status, 201);
+        assert_eq!(
+            post_json(a, "/v1/queues/q/jobs", &json!({"payload": i})).status,
+            201
+        );
     }
     let first = next(&hooks, "the raise");
     assert_eq!(first.status, 500);
@@ -125,7 +128,10 @@ threshold = 2
     assert_eq!(raised.body["change"], "raised");
     assert_eq!(raised.body["value"], 3.0);
     assert_eq!(raised.body["threshold"], 2.0);
-    assert!(raised.body["text"].as_str().unwrap().contains("q_depth raised"));
+    assert!(raised.body["text"]
+        .as_str()
+        .unwrap()
+        .contains("q_depth raised"));
     let m = http(a, "GET", "/metrics", &[], None).text();
     assert!(m.contains("durq_alert_firing{rule=\"q_depth\"} 1"), "{m}");
 
@@ -141,7 +147,11 @@ threshold = 2
     );
     let cleared = next(&hooks, "the clear");
     assert_eq!(
-        (cleared.status, &cleared.body["rule"], &cleared.body["change"]),
+        (
+            cleared.status,
+            &cleared.body["rule"],
+            &cleared.body["change"]
+        ),
         (200, &json!("q_depth"), &json!("cleared"))
     );
 
@@ -170,16 +180,20 @@ threshold = 2
 
     // The log sink, as JSON lines on stderr.
     let mut seen = Vec::new();
-    wait_for("the JSON log lines of both changes", Duration::from_secs(20), || {
-        while let Ok(l) = s.stderr.try_recv() {
-            if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                if v["fields"]["rule"] == "q_depth" {
-                    seen.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+    wait_for(
+        "the JSON log lines of both changes",
+        Duration::from_secs(20),
+        || {
+            while let Ok(l) = s.stderr.try_recv() {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    if v["fields"]["rule"] == "q_depth" {
+                        seen.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+                    }
                 }
             }
-        }
-        (seen.len() >= 2).then_some(())
-    });
+            (seen.len() >= 2).then_some(())
+        },
+    );
     assert_eq!(seen, vec!["alert raised", "alert cleared"]);
 }
 

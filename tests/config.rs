@@ -34,21 +34,51 @@ fn refused(text: &str, extra: &[&str]) -> String {
 fn every_error_names_the_line_and_the_key_and_starts_nothing() {
     let cases: &[(&str, &[&str])] = &[
         // (file, words the message must hold)
-        ("listen = \"127.0.0.1:0\"\n\ncolour = 1\n", &["line 3", "colour"]),
-        ("fsync = \"sometimes\"\n", &["line 1", "fsync", "always, everysec or no"]),
-        ("listen = \"nowhere\"\n", &["line 1", "listen", "127.0.0.1:7878"]),
+        (
+            "listen = \"127.0.0.1:0\"\n\ncolour = 1\n",
+            &["line 3", "colour"],
+        ),
+        (
+            "fsync = \"sometimes\"\n",
+            &["line 1", "fsync", "always, everysec or no"],
+        ),
+        (
+            "listen = \"nowhere\"\n",
+            &["line 1", "listen", "127.0.0.1:7878"],
+        ),
         ("grace = 30\n", &["line 1", "grace"]),
         (
             "[queues.mail]\nexec = \"true\"\nconcurrency = \"five\"\n",
             &["line 3", "concurrency"],
         ),
-        ("[queues.mail]\nconcurrence = 3\n", &["line 2", "concurrence"]),
-        ("[queues.mail]\nconcurrency = 0\n", &["line 2", "`concurrency`", "mail", "concurrency 0"]),
-        ("[queues.mail]\nrate = \"30/d\"\n", &["line 2", "rate", "unknown unit"]),
-        ("[queues.mail]\nkey_rate = \"-1/s\"\n", &["line 2", "key_rate"]),
-        ("[queues.mail]\nautoscale = \"16..2\"\n", &["line 2", "autoscale", "MIN..MAX"]),
-        ("[queues.mail]\nlease = \"5 parsecs\"\n", &["line 2", "lease"]),
-        ("[queues.mail]\nlease = \"10ms\"\n", &["line 2", "`lease`", "100ms"]),
+        (
+            "[queues.mail]\nconcurrence = 3\n",
+            &["line 2", "concurrence"],
+        ),
+        (
+            "[queues.mail]\nconcurrency = 0\n",
+            &["line 2", "`concurrency`", "mail", "concurrency 0"],
+        ),
+        (
+            "[queues.mail]\nrate = \"30/d\"\n",
+            &["line 2", "rate", "unknown unit"],
+        ),
+        (
+            "[queues.mail]\nkey_rate = \"-1/s\"\n",
+            &["line 2", "key_rate"],
+        ),
+        (
+            "[queues.mail]\nautoscale = \"16..2\"\n",
+            &["line 2", "autoscale", "MIN..MAX"],
+        ),
+        (
+            "[queues.mail]\nlease = \"5 parsecs\"\n",
+            &["line 2", "lease"],
+        ),
+        (
+            "[queues.mail]\nlease = \"10ms\"\n",
+            &["line 2", "`lease`", "100ms"],
+        ),
         (
             "[queues.mail]\n[queues.mail.retry]\nfactor = 0.5\n",
             &["line 3", "`factor`", "mail", "retry factor"],
@@ -61,9 +91,15 @@ fn every_error_names_the_line_and_the_key_and_starts_nothing() {
             "[queues.mail.breaker]\nfailure_rate = 2.0\n",
             &["line 2", "`failure_rate`", "mail", "failure rate"],
         ),
-        ("[queues.\"no spaces\"]\nexec = \"true\"\n", &["line 1", "no spaces"]),
+        (
+            "[queues.\"no spaces\"]\nexec = \"true\"\n",
+            &["line 1", "no spaces"],
+        ),
         ("[queues.bot.telegram]\n", &["line 1", "bot", "telegram"]),
-        ("[alerts]\nwebhook = \"ftp://x\"\n", &["line 2", "webhook", "http://"]),
+        (
+            "[alerts]\nwebhook = \"ftp://x\"\n",
+            &["line 2", "webhook", "http://"],
+        ),
         ("[alerts]\ninterval = \"soon\"\n", &["line 2", "interval"]),
         (
             "[[alerts.rules]]\nname = \"x\"\nmeasure = \"cpu\"\nthreshold = 1\n",
@@ -183,27 +219,40 @@ hold = "30s"
         ),
     );
     // --listen wins over the file's unusable port 1; --data is not given, so the file's wins.
-    let s = start_serve_without_data(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let s =
+        start_serve_without_data(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let a = s.addr.as_str();
     let r = post_json(a, "/v1/queues/echo/jobs", &json!({"payload": {"hi": 1}}));
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
     let file = out.join(&id);
     let body = wait_for("the exec handler's output", Duration::from_secs(20), || {
-        std::fs::read_to_string(&file).ok().filter(|s| !s.is_empty())
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| !s.is_empty())
     });
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"hi": 1}));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        json!({"hi": 1})
+    );
     // The queue's retry policy reached the store: a failing job of `auto` goes dead at once.
     let r = post_json(a, "/v1/queues/auto/jobs", &json!({"payload": 1}));
     let id = r.json()["id"].as_str().unwrap().to_string();
-    let dead = wait_for("the failing job to be dead", Duration::from_secs(20), || {
-        let j = http(a, "GET", &format!("/v1/jobs/{id}"), &[], None).json();
-        (j["state"] == "dead").then_some(j)
-    });
+    let dead = wait_for(
+        "the failing job to be dead",
+        Duration::from_secs(20),
+        || {
+            let j = http(a, "GET", &format!("/v1/jobs/{id}"), &[], None).json();
+            (j["state"] == "dead").then_some(j)
+        },
+    );
     assert_eq!(dead["attempts"], 1, "max_retries = 0 from the file: {dead}");
     let j = http(a, "GET", "/v1/queues/echo/jobs?state=completed", &[], None).json();
     assert_eq!(j["jobs"].as_array().unwrap().len(), 1, "{j}");
-    assert!(data.join("journal").is_dir(), "the data dir comes from the file");
+    assert!(
+        data.join("journal").is_dir(),
+        "the data dir comes from the file"
+    );
     drop(s);
 }
 

@@ -38,11 +38,9 @@ pub fn rate(s: &str) -> Result<f64, String> {
                 "s" | "sec" | "second" => 1.0,
                 "m" | "min" | "minute" => 60.0,
                 "h" | "hour" => 3600.0,
-                other => {
-                    return Err(format!(
-                        "rate `{s}` has an unknown unit `{other}`; write it like 30/s, 100/m or 500/h"
-                    ))
-                }
+                other => return Err(format!(
+                    "rate `{s}` has an unknown unit `{other}`; write it like 30/s, 100/m or 500/h"
+                )),
             };
             (n.trim(), secs)
         }
@@ -447,10 +445,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, CliError> {
         let from = sec.span().start;
         let err = |key: Option<&str>, m: String| {
             let span = key.and_then(|k| find_key(text, from, k)).unwrap_or(from);
-            at(path, text, Some(span..span + 1), &format!("queue `{name}`: {m}"))
+            at(
+                path,
+                text,
+                Some(span..span + 1),
+                &format!("queue `{name}`: {m}"),
+            )
         };
-        crate::job::validate_queue_name(name)
-            .map_err(|e| err(None, super::args::inner_msg(&e)))?;
+        crate::job::validate_queue_name(name).map_err(|e| err(None, super::args::inner_msg(&e)))?;
         let plan = plan_queue(sec.get_ref()).map_err(|(k, m)| err(k, m))?;
         queues.insert(name.clone(), plan);
     }
@@ -530,7 +532,9 @@ fn plan_queue(s: &QueueSection) -> Result<QueuePlan, Refusal> {
             let m = super::args::inner_msg(&e);
             let key = ["factor", "jitter", "max_retries", "max_backoff", "backoff"]
                 .into_iter()
-                .find(|k| m.contains(&k.replace('_', " ")) || (*k == "backoff" && m.contains("backoff")));
+                .find(|k| {
+                    m.contains(&k.replace('_', " ")) || (*k == "backoff" && m.contains("backoff"))
+                });
             (key, m)
         })?;
     let breaker = s
@@ -577,9 +581,7 @@ fn plan_queue(s: &QueueSection) -> Result<QueuePlan, Refusal> {
 
 fn telegram_token(t: &TelegramSection) -> Result<String, String> {
     if !cfg!(feature = "telegram") {
-        return Err(
-            "the telegram handler needs a durq built with `--features telegram`".into(),
-        );
+        return Err("the telegram handler needs a durq built with `--features telegram`".into());
     }
     let token = match (&t.token_env, &t.token_file) {
         (Some(var), None) => std::env::var(var).map_err(|_| {
@@ -618,6 +620,72 @@ mod tests {
         assert_eq!(autoscale(" 1 .. 1 "), Ok((1, 1)));
         for bad in ["", "0..4", "5..4", "2-16", "2..", "1..10001", "a..b"] {
             assert!(autoscale(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The README's example file is valid and names every key of the file.
+    #[test]
+    fn readme_example_parses_and_documents_every_key() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("### Configuration file")
+            .and_then(|i| readme[i..].find("```toml").map(|j| i + j + 7))
+            .expect("README has the configuration example");
+        let end = start + readme[start..].find("```").unwrap();
+        let mut text = readme[start..end].to_string();
+        if cfg!(feature = "telegram") {
+            std::env::set_var("BOT_TOKEN", "123:abc");
+        } else {
+            // Without the feature the telegram section is refused (tested elsewhere).
+            let a = text.find("[queues.bot.telegram]").unwrap();
+            let b = text.find("[alerts]").unwrap();
+            text.replace_range(a..b, "");
+        }
+        let l = parse(Path::new("README.md"), &text).unwrap_or_else(|e| panic!("{}", e.msg));
+        let q = &l.queues["emails"];
+        assert_eq!(q.autoscale.as_ref().map(|a| (a.min, a.max)), Some((2, 16)));
+        assert_eq!(q.section.rate, Some(Rate(30.0)));
+        assert_eq!(q.retry.as_ref().unwrap().max_retries, 5);
+        assert_eq!(l.rules[0].name, "emails_backlog");
+        // Every key of every section appears in the example (commented or not).
+        for key in [
+            "data",
+            "fsync",
+            "listen",
+            "token_file",
+            "grace",
+            "exec",
+            "concurrency",
+            "autoscale",
+            "lease",
+            "rate",
+            "key_rate",
+            "max_retries",
+            "backoff",
+            "factor",
+            "max_backoff",
+            "jitter",
+            "failures",
+            "window",
+            "failure_rate",
+            "min_calls",
+            "cooldown",
+            "token_env",
+            "base_url",
+            "defaults",
+            "interval",
+            "webhook",
+            "name",
+            "measure",
+            "queue",
+            "threshold",
+            "hold",
+        ] {
+            let written = readme[start..end].lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} ="))
+            });
+            assert!(written, "README documents `{key}`");
         }
     }
 }

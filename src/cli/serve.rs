@@ -1,13 +1,16 @@
-//! `durq serve`: the HTTP API, `/metrics` and the dashboard, plus optional workers
-//! (`--work QUEUE --exec CMD`, repeatable) and watchers (`--watch DIR --queue Q`, repeatable)
-//! in one process that owns the data directory (and answers other durq commands through its
-//! socket).
+//! `durq serve`: the HTTP API, `/metrics`, the dashboard, `/v1/events`, `/health` and
+//! `/ready`, plus optional workers (`--work QUEUE --exec CMD`, repeatable, or `[queues.*]` in
+//! `--config FILE`) and watchers (`--watch DIR --queue Q`, repeatable) in one process that owns
+//! the data directory (and answers other durq commands through its socket). Alert rules (the
+//! built-in ones unless turned off, and the file's) are evaluated every `alerts.interval`
+//! whether or not a pool runs; changes go to the log and, if set, a webhook.
 //!
-//! Order of start, so that a refused start changes nothing: validate every option, read the
-//! token (refused when group or others may read or write its file, or when it is shorter than
-//! 16 bytes on a non-loopback address), bind the TCP port, and only then open the data
-//! directory. On SIGINT/SIGTERM: stop
-//! accepting (in-flight requests get 5 s), drain the workers (`--grace`), stop the watchers,
+//! Settings come from the flags, then the config file ([`super::config`]), then the defaults.
+//! Order of start, so that a refused start changes nothing: read and check the config file,
+//! validate every option, read the token (refused when group or others may read or write its
+//! file, or when it is shorter than 16 bytes on a non-loopback address), bind the TCP port,
+//! and only then open the data directory. On SIGINT/SIGTERM: close the event streams, stop
+//! accepting (in-flight requests get 5 s), drain the workers (`grace`), stop the watchers,
 //! flush the queue, exit 0. The address actually bound is printed on stderr as
 //! `durq: listening on http://ADDR/`.
 
@@ -354,7 +357,8 @@ async fn serve(
     };
     let watchers = super::watch::start_all(g, queue, &a.watch, &a.queue).await?;
     let hub = events::Hub::start(queue, &metrics);
-    let evaluator = (!p.rules.is_empty()).then(|| sinks::evaluate_every(&metrics, queue, p.interval));
+    let evaluator =
+        (!p.rules.is_empty()).then(|| sinks::evaluate_every(&metrics, queue, p.interval));
     let delivery = p.webhook.clone().map(|w| sinks::deliver(&metrics, w));
     let journal = g.data.join(crate::local::JOURNAL_DIR);
     let readiness = Readiness::new(if journal.is_dir() {

@@ -295,7 +295,15 @@ mod tests {
         });
         let s = Duration::from_secs;
         let mut changes = Vec::new();
-        for (at, v) in [(0, 0.9), (5, 0.9), (10, 0.9), (11, 0.8), (20, 0.7), (21, 0.1), (22, 0.0)] {
+        for (at, v) in [
+            (0, 0.9),
+            (5, 0.9),
+            (10, 0.9),
+            (11, 0.8),
+            (20, 0.7),
+            (21, 0.1),
+            (22, 0.0),
+        ] {
             if let Some(c) = t.step(s(at), v) {
                 changes.push((at, c));
             }

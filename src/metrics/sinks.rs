@@ -51,7 +51,10 @@ impl Webhook {
                     "webhook `{url}` is not a valid URL; write it like http://127.0.0.1:9000/alerts"
                 ));
             }
-            let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            let host = if host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            {
                 host.to_string()
             } else {
                 format!("{host}:80")
@@ -165,7 +168,9 @@ pub fn alert_body(n: &Notice) -> Option<String> {
             format!("durq alert {rule} raised: value {value} is over the threshold {threshold}")
         }
         AlertChange::Cleared => {
-            format!("durq alert {rule} cleared: value {value} is back within the threshold {threshold}")
+            format!(
+                "durq alert {rule} cleared: value {value} is back within the threshold {threshold}"
+            )
         }
     };
     let mut v = serde_json::to_value(n).ok()?;
@@ -182,7 +187,10 @@ pub fn deliver(metrics: &Arc<Metrics>, hook: Webhook) -> JoinHandle<()> {
             let n = match rx.recv().await {
                 Ok(n) => n,
                 Err(broadcast::error::RecvError::Lagged(k)) => {
-                    tracing::warn!(missed = k, "the alert webhook fell behind; some changes may not be sent");
+                    tracing::warn!(
+                        missed = k,
+                        "the alert webhook fell behind; some changes may not be sent"
+                    );
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -210,11 +218,7 @@ pub fn deliver(metrics: &Arc<Metrics>, hook: Webhook) -> JoinHandle<()> {
 }
 
 /// Evaluates `metrics`' alert rules against `queue`'s stats every `interval` until aborted.
-pub fn evaluate_every(
-    metrics: &Arc<Metrics>,
-    queue: &Queue,
-    interval: Duration,
-) -> JoinHandle<()> {
+pub fn evaluate_every(metrics: &Arc<Metrics>, queue: &Queue, interval: Duration) -> JoinHandle<()> {
     let (metrics, queue) = (metrics.clone(), queue.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -239,10 +243,7 @@ mod tests {
     #[test]
     fn urls() {
         let w = Webhook::new("http://127.0.0.1:9000/a/b?c=1").unwrap();
-        assert_eq!(
-            w.plain,
-            Some(("127.0.0.1:9000".into(), "/a/b?c=1".into()))
-        );
+        assert_eq!(w.plain, Some(("127.0.0.1:9000".into(), "/a/b?c=1".into())));
         let w = Webhook::new("http://example.org").unwrap();
         assert_eq!(w.plain, Some(("example.org:80".into(), "/".into())));
         for bad in ["ftp://x", "127.0.0.1:9000", "http://", "http://u@h/"] {
@@ -262,6 +263,9 @@ mod tests {
         assert_eq!(v["rule"], "failure_rate");
         assert_eq!(v["change"], "raised");
         assert_eq!(v["source"], "alert");
-        assert!(v["text"].as_str().unwrap().contains("over the threshold 0.5"));
+        assert!(v["text"]
+            .as_str()
+            .unwrap()
+            .contains("over the threshold 0.5"));
     }
 }

@@ -285,3 +285,55 @@ fn start_serve_without_data(extra: &[&str]) -> Server {
         stderr: rx,
     }
 }
+
+#[test]
+fn work_logs_json_with_a_span_per_attempt_and_takes_the_pool_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&run(
+        &data,
+        &["enqueue", "q", "{\"n\":1}", "--key", "k1", "--kind", "mail"],
+    ));
+    let out = durq(&data)
+        .env("RUST_LOG", "durq=debug")
+        .args([
+            "work",
+            "q",
+            "--exec",
+            "cat >/dev/null",
+            "--until-empty",
+            "--log-format",
+            "json",
+            "--autoscale",
+            "1..3",
+            "--rate",
+            "100/s",
+            "--key-rate",
+            "10/s",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "attempt finished")
+        .unwrap_or_else(|| panic!("no attempt line in {lines:#?}"));
+    let span = &done["span"];
+    assert_eq!(span["name"], "job");
+    assert_eq!(span["queue"], "q");
+    assert_eq!(span["kind"], "mail");
+    assert_eq!(span["key"], "k1");
+    assert_eq!(span["attempt"], 1);
+    assert!(
+        span["id"]
+            .as_str()
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "{span}"
+    );
+    assert_eq!(done["level"], "DEBUG");
+}

@@ -301,3 +301,36 @@ fn ready_is_503_with_a_reason_while_the_journal_directory_cannot_be_written() {
         "the probe leaves nothing behind"
     );
 }
+
+#[test]
+fn watcher_counters_are_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("in");
+    std::fs::create_dir(&watched).unwrap();
+    let data = dir.path().join("data");
+    let s = start_serve(
+        &data,
+        &["--watch", watched.to_str().unwrap(), "--queue", "files"],
+    );
+    let a = s.addr.as_str();
+    std::fs::write(watched.join("a.txt"), b"hello watcher").unwrap();
+    let sample = |m: &str, name: &str| -> Option<f64> {
+        let prefix = format!("{name}{{dir=\"{}\",queue=\"files\"}} ", watched.display());
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+    };
+    let m = wait_for(
+        "the watcher's job in /metrics",
+        Duration::from_secs(20),
+        || {
+            let m = http(a, "GET", "/metrics", &[], None).text();
+            (sample(&m, "durq_watch_jobs_enqueued_total")? >= 1.0).then_some(m)
+        },
+    );
+    assert!(m.contains("# TYPE durq_watch_events_total counter"));
+    assert!(sample(&m, "durq_watch_events_total").unwrap() >= 1.0);
+    assert!(sample(&m, "durq_watch_hashed_bytes_total").unwrap() >= 13.0);
+    assert_eq!(sample(&m, "durq_watch_errors_total"), Some(0.0));
+    assert!(sample(&m, "durq_watch_rescans_total").is_some());
+}

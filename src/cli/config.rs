@@ -38,9 +38,11 @@ pub fn rate(s: &str) -> Result<f64, String> {
                 "s" | "sec" | "second" => 1.0,
                 "m" | "min" | "minute" => 60.0,
                 "h" | "hour" => 3600.0,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "rate `{s}` has an unknown unit `{other}`; write it like 30/s, 100/m or 500/h"
-                )),
+                ))
+                }
             };
             (n.trim(), secs)
         }

@@ -372,7 +372,15 @@ async fn serve(
         auth: token.map(|t| Arc::new(Auth::new(&t))),
         security: security.clone(),
     };
+    let watched = crate::http::metrics::Watched(
+        watchers
+            .iter()
+            .zip(a.watch.iter().zip(&a.queue))
+            .map(|(w, (d, q))| (d.display().to_string(), q.clone(), w.counters()))
+            .collect(),
+    );
     let app = router(state)
+        .layer(Extension(Arc::new(watched)))
         .layer(Extension(hub.clone()))
         .layer(Extension(readiness));
     eprintln!("durq: listening on http://{bound}/");

@@ -3,7 +3,8 @@
 //!
 //! Map: [`api`] (enqueue, jobs, stats, dead letters, pause/resume), [`lease`] (reserve with
 //! long-poll, ack, fail, heartbeat, release), [`metrics`] (`/metrics`, `/v1/metrics`),
-//! [`dashboard`] (the page, its assets, login and logout). Defences: [`server`] (connection
+//! [`dashboard`] (the page, its assets, login and logout), [`events`] (`/v1/events`, server-sent
+//! events with resume), [`health`] (`/health`, `/ready`). Defences: [`server`] (connection
 //! cap, header timeout), [`guard`] (Host, Origin, fetch metadata, content type), [`auth`]
 //! (bearer token, session cookie, CSRF), [`session`], [`throttle`] (wrong-token budget per
 //! IP), [`body`] (bounded body reading), [`batch`] (batch count bounded while reading).

@@ -337,3 +337,91 @@ fn work_logs_json_with_a_span_per_attempt_and_takes_the_pool_flags() {
     );
     assert_eq!(done["level"], "DEBUG");
 }
+
+/// The `telegram` handler from the file: the token comes from a 0600 file, messages reach a
+/// fake Bot API the test runs on loopback, and the token is in no log line.
+#[cfg(feature = "telegram")]
+#[test]
+fn a_telegram_queue_from_the_file_sends_through_the_bot_api() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { break };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let answer = r#"{"ok":true,"result":{"message_id":1}}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            let _ = tx.send((
+                path,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            ));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("bot");
+    std::fs::write(&token, "123:SECRET-bot-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[queues.bot.telegram]\ntoken_file = \"{}\"\nbase_url = \"{api}\"\n",
+            token.display()
+        ),
+    );
+    let mut s = start_serve(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let r = post_json(
+        &s.addr,
+        "/v1/queues/bot/jobs",
+        &json!({"payload": {"chat_id": 42, "text": "hello from durq"}, "kind": "telegram_message", "key": "42"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (path, body) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a sendMessage call");
+    assert_eq!(path, "/bot123:SECRET-bot-token/sendMessage");
+    assert_eq!(body["chat_id"], 42);
+    assert_eq!(body["text"], "hello from durq");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_for(
+        "the message job to complete",
+        Duration::from_secs(20),
+        || {
+            let j = http(&s.addr, "GET", &format!("/v1/jobs/{id}"), &[], None).json();
+            (j["state"] == "completed").then_some(())
+        },
+    );
+    s.proc.term();
+    let log: Vec<String> = s.stderr.iter().collect();
+    assert!(
+        log.iter().all(|l| !l.contains("SECRET-bot-token")),
+        "the token is in the log"
+    );
+}

@@ -334,3 +334,28 @@ fn watcher_counters_are_in_metrics() {
     assert_eq!(sample(&m, "durq_watch_errors_total"), Some(0.0));
     assert!(sample(&m, "durq_watch_rescans_total").is_some());
 }
+
+#[test]
+fn sigterm_ends_open_event_streams_and_exits_zero_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_serve(dir.path(), &[]);
+    let mut c = SseClient::connect(&s.addr, &[]).unwrap();
+    enqueue_batch(&s.addr, "q", 1);
+    assert_eq!(c.next().event, "enqueued");
+    let t = std::time::Instant::now();
+    let status = s.proc.term();
+    assert!(status.success(), "{status:?}");
+    // The stream was closed by the server, not cut after the 5 s request drain.
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+    let mut rest = Vec::new();
+    let _ = c.r.read_to_end(&mut rest);
+    assert!(
+        String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"),
+        "the chunked stream ended properly: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}

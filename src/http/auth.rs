@@ -111,7 +111,10 @@ pub async fn require(State(s): State<AppState>, mut req: Request, next: Next) ->
     };
     let path = req.uri().path();
     let method = req.method().clone();
-    let open = (path == "/login" && method == Method::POST) || path.starts_with("/assets/");
+    let open = (path == "/login" && method == Method::POST)
+        || path.starts_with("/assets/")
+        || path == "/health"
+        || path == "/ready";
     if open {
         return next.run(req).await;
     }

@@ -3,7 +3,8 @@
 //!
 //! Map: [`api`] (enqueue, jobs, stats, dead letters, pause/resume), [`lease`] (reserve with
 //! long-poll, ack, fail, heartbeat, release), [`metrics`] (`/metrics`, `/v1/metrics`),
-//! [`dashboard`] (the page, its assets, login and logout). Defences: [`server`] (connection
+//! [`dashboard`] (the page, its assets, login and logout), [`events`] (`/v1/events`, server-sent
+//! events with resume), [`health`] (`/health`, `/ready`). Defences: [`server`] (connection
 //! cap, header timeout), [`guard`] (Host, Origin, fetch metadata, content type), [`auth`]
 //! (bearer token, session cookie, CSRF), [`session`], [`throttle`] (wrong-token budget per
 //! IP), [`body`] (bounded body reading), [`batch`] (batch count bounded while reading).
@@ -18,7 +19,8 @@
 //! - Every request passes, in order: the connection cap and header timeout ([`server`]), the
 //!   security headers and JSON errors ([`error::json_errors`]), [`guard::same_origin`], the
 //!   body deadline, then [`auth::require`] — with or without a token.
-//! - With a token set, no route but the login form and the static assets answers without it;
+//! - With a token set, no route but the login form, the static assets, `/health` and `/ready`
+//!   answers without it;
 //!   tokens are compared in constant time and never logged.
 
 pub mod api;
@@ -27,7 +29,9 @@ pub mod batch;
 pub mod body;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod guard;
+pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod query;
@@ -130,6 +134,7 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/stats", get(api::stats))
+        .route("/events", get(events::stream))
         .route("/metrics", get(metrics::json))
         .route("/dashboard", get(dashboard::data))
         .route("/queues/{queue}/jobs", post(api::enqueue).get(api::list))
@@ -153,6 +158,8 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(dashboard::logout))
         .route("/assets/{name}", get(dashboard::asset))
         .route("/metrics", get(metrics::prometheus))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .nest("/v1", v1)
         .fallback(error::not_found)
         .layer(from_fn_with_state(state.clone(), auth::require))

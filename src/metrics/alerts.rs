@@ -2,6 +2,7 @@
 //! when the measure is back at or under the threshold. A pure state machine over an injected
 //! clock; the metrics feed it values and turn its changes into events and `tracing::warn!`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -31,6 +32,13 @@ pub enum AlertMeasure {
     OldestWaiting,
     /// Number of kinds whose circuit breaker is open.
     BreakerOpen,
+    /// Journal fsyncs delayed (slower than 2 s, or an append that waited for one) within
+    /// `window`, process-wide ([`super::fsync::delayed`]).
+    FsyncStalls {
+        /// The window.
+        #[serde(with = "secs")]
+        window: Duration,
+    },
 }
 
 /// A threshold rule.
@@ -71,6 +79,8 @@ pub struct AlertTracker {
     rule: AlertRule,
     above_since: Option<Duration>,
     firing: bool,
+    /// Samples of a process-wide counter (for [`AlertMeasure::FsyncStalls`]).
+    history: VecDeque<(Duration, u64)>,
 }
 
 impl AlertTracker {
@@ -80,6 +90,7 @@ impl AlertTracker {
             rule,
             above_since: None,
             firing: false,
+            history: VecDeque::new(),
         }
     }
 
@@ -91,6 +102,22 @@ impl AlertTracker {
     /// Whether the alert is raised.
     pub fn firing(&self) -> bool {
         self.firing
+    }
+
+    /// Records a counter sample at `now` and returns its growth over the last `window`
+    /// (samples older than the window are forgotten, one before it is kept as the base).
+    pub fn growth(&mut self, now: Duration, window: Duration, value: u64) -> u64 {
+        self.history.push_back((now, value));
+        while self.history.len() > 1
+            && self
+                .history
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_sub(*t) >= window)
+        {
+            self.history.pop_front();
+        }
+        let base = self.history.front().map_or(value, |(_, v)| *v);
+        value.saturating_sub(base)
     }
 
     /// Feeds the measure's value at `now`; returns a change, if any.
@@ -158,7 +185,8 @@ impl Metrics {
                 .count();
             let history = st.dead_history.clone();
             for a in st.alerts.iter_mut() {
-                let value = match &a.rule().measure {
+                let measure = a.rule().measure.clone();
+                let value = match &measure {
                     AlertMeasure::Depth { queue: Some(q) } => stats
                         .queues
                         .get(q)
@@ -182,6 +210,10 @@ impl Metrics {
                     }
                     AlertMeasure::OldestWaiting => stats.totals.oldest_waiting_secs.unwrap_or(0.0),
                     AlertMeasure::BreakerOpen => open as f64,
+                    AlertMeasure::FsyncStalls { window } => {
+                        let (slow, waited) = super::fsync::delayed();
+                        a.growth(now, *window, slow + waited) as f64
+                    }
                 };
                 if let Some(change) = a.step(now, value) {
                     let rule = a.rule();
@@ -190,7 +222,7 @@ impl Metrics {
                             tracing::warn!(rule = %rule.name, value, threshold = rule.threshold, "alert raised")
                         }
                         AlertChange::Cleared => {
-                            tracing::info!(rule = %rule.name, value, "alert cleared")
+                            tracing::warn!(rule = %rule.name, value, threshold = rule.threshold, "alert cleared")
                         }
                     }
                     out.push((rule.name.clone(), change));
@@ -207,5 +239,92 @@ impl Metrics {
             let _ = self.notices.send(n);
         }
         out
+    }
+}
+
+/// The rules `durq serve` runs unless told not to, with their thresholds:
+///
+/// | name | fires when | hold |
+/// |---|---|---|
+/// | `dead_letters` | any job became a dead letter in the last 10 min | 0 s |
+/// | `failure_rate` | over half of the attempts of the last 60 s failed | 2 min |
+/// | `oldest_waiting` | a job has been waiting over 300 s | 1 min |
+/// | `breaker_open` | a kind's circuit breaker is open | 0 s |
+/// | `fsync_stalls` | a journal fsync was delayed over 2 s in the last 5 min | 0 s |
+pub fn default_rules() -> Vec<AlertRule> {
+    let rule = |name: &str, measure, threshold, hold_secs| AlertRule {
+        name: name.into(),
+        measure,
+        threshold,
+        hold: Duration::from_secs(hold_secs),
+    };
+    vec![
+        rule(
+            "dead_letters",
+            AlertMeasure::DeadGrowth {
+                window: Duration::from_secs(600),
+            },
+            0.0,
+            0,
+        ),
+        rule("failure_rate", AlertMeasure::FailureRate, 0.5, 120),
+        rule("oldest_waiting", AlertMeasure::OldestWaiting, 300.0, 60),
+        rule("breaker_open", AlertMeasure::BreakerOpen, 0.0, 0),
+        rule(
+            "fsync_stalls",
+            AlertMeasure::FsyncStalls {
+                window: Duration::from_secs(300),
+            },
+            0.0,
+            0,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raised_once_per_crossing_and_cleared_once() {
+        let mut t = AlertTracker::new(AlertRule {
+            name: "r".into(),
+            measure: AlertMeasure::FailureRate,
+            threshold: 0.5,
+            hold: Duration::from_secs(10),
+        });
+        let s = Duration::from_secs;
+        let mut changes = Vec::new();
+        for (at, v) in [
+            (0, 0.9),
+            (5, 0.9),
+            (10, 0.9),
+            (11, 0.8),
+            (20, 0.7),
+            (21, 0.1),
+            (22, 0.0),
+        ] {
+            if let Some(c) = t.step(s(at), v) {
+                changes.push((at, c));
+            }
+        }
+        assert_eq!(
+            changes,
+            vec![(10, AlertChange::Raised), (21, AlertChange::Cleared)]
+        );
+    }
+
+    #[test]
+    fn counter_growth_over_a_window() {
+        let mut t = AlertTracker::new(default_rules().pop().unwrap());
+        let s = Duration::from_secs;
+        let w = s(60);
+        assert_eq!(t.growth(s(0), w, 3), 0);
+        assert_eq!(t.growth(s(10), w, 4), 1);
+        assert_eq!(t.growth(s(59), w, 4), 1);
+        // At 70 s the sample of 10 s is the base: nothing grew since.
+        assert_eq!(t.growth(s(70), w, 4), 0);
+        assert_eq!(t.growth(s(80), w, 6), 2);
+        assert_eq!(t.growth(s(200), w, 6), 0);
     }
 }

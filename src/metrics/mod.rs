@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod fsync;
 mod prometheus;
+pub mod sinks;
 mod snapshot;
 pub mod window;
 

@@ -161,7 +161,8 @@ impl Counters {
     pub(crate) fn add_hashed(&self, n: u64) {
         self.hashed.fetch_add(n, Ordering::Relaxed);
     }
-    fn snapshot(&self) -> WatchMetrics {
+    /// The counters now.
+    pub fn snapshot(&self) -> WatchMetrics {
         WatchMetrics {
             events_settled: self.settled.load(Ordering::Relaxed),
             jobs_enqueued: self.enqueued.load(Ordering::Relaxed),
@@ -201,6 +202,11 @@ impl Watcher {
     /// The counters so far.
     pub fn metrics(&self) -> WatchMetrics {
         self.counters.snapshot()
+    }
+
+    /// The live counters (for exporting them while the watcher runs).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// Stops watching, settles every pending change and returns once all jobs are enqueued.

@@ -104,7 +104,26 @@ async fn worker(shared: Arc<Shared>) -> Exit {
             }
         };
         errors = 0;
-        match shared.run_one(lease, &mut stop).await {
+        // One span per attempt, around the checks, the handler and the settling.
+        let span = tracing::info_span!(
+            "job",
+            queue = %lease.job.queue,
+            kind = %lease.job.kind,
+            id = %lease.job.id,
+            attempt = lease.job.attempts,
+            key = lease.job.key.as_deref().unwrap_or(""),
+        );
+        let end = tracing::Instrument::instrument(
+            async {
+                let t = std::time::Instant::now();
+                let end = shared.run_one(lease, &mut stop).await;
+                tracing::debug!(took_ms = t.elapsed().as_millis() as u64, end = ?end, "attempt finished");
+                end
+            },
+            span,
+        )
+        .await;
+        match end {
             RunEnd::Next => {}
             RunEnd::Panicked => return Exit::Replace,
             RunEnd::Aborted => return Exit::Stopped,

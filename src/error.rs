@@ -94,6 +94,13 @@ pub enum Error {
     /// A backend (such as Redis) failed.
     #[error("backend error: {0}")]
     Backend(String),
+
+    /// This backend does not implement the operation (yet).
+    #[error("this backend does not support {what} yet; use the local store for it")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -164,6 +171,7 @@ impl Error {
                 detail: detail.clone(),
             },
             Error::Backend(m) => Error::Backend(m.clone()),
+            Error::Unsupported { what } => Error::Unsupported { what },
         }
     }
 }

@@ -60,13 +60,20 @@ pub struct QueueConfig {
     pub retry: RetryPolicy,
     /// Completed jobs kept for inspection (default 1,000).
     pub keep_completed: usize,
+    /// Total time one job may be postponed by retry-after answers without counting attempts
+    /// (default 1 h); a postponement past it counts as a failed attempt.
+    pub max_postpone: Duration,
 }
+
+/// Default [`QueueConfig::max_postpone`].
+pub const DEFAULT_MAX_POSTPONE: Duration = Duration::from_secs(3600);
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             retry: RetryPolicy::default(),
             keep_completed: 1000,
+            max_postpone: DEFAULT_MAX_POSTPONE,
         }
     }
 }
@@ -128,9 +135,11 @@ impl Options {
             )));
         }
         self.defaults.retry.validate()?;
+        crate::duration::check("max postpone", self.defaults.max_postpone)?;
         for (name, q) in &self.queues {
             validate_queue_name(name)?;
             q.retry.validate()?;
+            crate::duration::check("max postpone", q.max_postpone)?;
         }
         if self.cache_bytes < (1 << 20) {
             return Err(Error::invalid("cache size must be at least 1 MiB"));

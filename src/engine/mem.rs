@@ -11,6 +11,8 @@
 //! - Ready order per queue and kind: priority descending, then ready time, then id.
 //! - For a partition key, only the FIFO's head may be ready, delayed or active; the jobs behind
 //!   it wait in enqueue order and are not in any ready set.
+//! - `ext` holds exactly the non-default extensions of the stored jobs (`Op::Ext`), so reads
+//!   and reserves never look them up on disk.
 //! - `pending` (per queue, run_at → count) counts every waiting or delayed job, so waiting vs
 //!   delayed counts and the oldest waiting age come from it.
 
@@ -18,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::job::{JobId, Priority};
-use crate::record::JobMeta;
+use crate::record::{JobExt, JobMeta};
 
 /// Ready-set key: priority descending, then ready time, then id.
 pub type ReadyKey = (Reverse<u8>, u64, JobId);
@@ -126,6 +128,8 @@ pub struct Mem {
     /// (gate seq, id) of jobs that could run but whose record is not yet durable.
     pub gated: BTreeSet<(u64, JobId)>,
     pub gated_slots: HashMap<JobId, Slot>,
+    /// Jobs with a non-default extension (timeout, postponement, cancel asked), as stored.
+    pub ext: HashMap<JobId, JobExt>,
 }
 
 impl Mem {

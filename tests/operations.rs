@@ -1,0 +1,359 @@
+//! Day-two operations through the library on the local store: cancel (waiting, delayed, dead,
+//! active, keyed, deduplicated, by filter, idempotent, durable across reopen) and postponing an
+//! attempt without counting it (retry-after), up to the queue's budget. Time is the injected
+//! clock; nothing sleeps to synchronise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use durq::clock::ManualClock;
+use durq::{
+    CancelOutcome, FailAction, FailOutcome, FsyncPolicy, JobState, NewJob, Queue, QueueConfig,
+    Timestamp,
+};
+
+const T0: u64 = 1_800_000_000_000;
+
+async fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Queue {
+    Queue::builder(dir)
+        .fsync(FsyncPolicy::No)
+        .clock(clock.clone())
+        .queue(
+            "short",
+            QueueConfig {
+                max_postpone: Duration::from_secs(10),
+                ..QueueConfig::default()
+            },
+        )
+        .open()
+        .await
+        .unwrap()
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp(T0)))
+}
+
+async fn take(q: &Queue, queue: &str) -> durq::Lease {
+    q.reserve(&[queue]).await.unwrap().expect("a job is ready")
+}
+
+#[tokio::test]
+async fn cancel_removes_waiting_delayed_and_dead_jobs_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    let waiting = q.enqueue(NewJob::new("q", "w")).await.unwrap().id;
+    let delayed = q
+        .enqueue(NewJob::new("q", "d").delay(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .id;
+    let dead = q
+        .enqueue(NewJob::new("q", "x").max_retries(0))
+        .await
+        .unwrap()
+        .id;
+    let keep = q.enqueue(NewJob::new("q", "keep")).await.unwrap().id;
+    // Make `dead` a dead letter: reserve in order (w, x, keep) and fail x.
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.id, waiting);
+    q.release(&l).await.unwrap();
+    let out = q.cancel(waiting).await.unwrap();
+    assert_eq!(out, CancelOutcome::Cancelled);
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.id, dead);
+    assert_eq!(q.fail(&l, "boom").await.unwrap(), FailOutcome::Dead);
+
+    let outs = q
+        .cancel_many(vec![delayed, dead, durq::JobId(12345), delayed])
+        .await
+        .unwrap();
+    assert_eq!(
+        outs,
+        vec![
+            CancelOutcome::Cancelled,
+            CancelOutcome::Cancelled,
+            CancelOutcome::NotFound,
+            CancelOutcome::Cancelled
+        ]
+    );
+    let s = q.stats().await.unwrap();
+    let qs = &s.queues["q"];
+    assert_eq!((qs.waiting, qs.delayed, qs.dead), (1, 0, 0), "{qs:?}");
+    // Idempotent: a second cancel says not found and changes nothing.
+    assert_eq!(q.cancel(waiting).await.unwrap(), CancelOutcome::NotFound);
+    // The job left is the one still to run.
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.id, keep);
+    q.ack(&l).await.unwrap();
+    assert_eq!(
+        q.cancel(keep).await.unwrap(),
+        CancelOutcome::AlreadyFinished
+    );
+    q.shutdown().await.unwrap();
+
+    // Durable: after a reopen (replaying the journal into a fresh state store too) the
+    // cancelled jobs stay gone.
+    for rebuild in [false, true] {
+        if rebuild {
+            std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        }
+        let q = open(dir.path(), &c).await;
+        for id in [waiting, delayed, dead] {
+            assert!(q.get(id).await.unwrap().is_none(), "{id} gone");
+        }
+        c.advance(Duration::from_secs(120));
+        assert!(q.reserve(&["q"]).await.unwrap().is_none(), "nothing left");
+        assert_eq!(
+            q.get(keep).await.unwrap().unwrap().state,
+            JobState::Completed
+        );
+        q.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_keys_head_passes_the_key_on_and_releases_its_dedup_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    let a = q
+        .enqueue(
+            NewJob::new("q", "a")
+                .key("chat")
+                .dedup("once", Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap()
+        .id;
+    let b = q.enqueue(NewJob::new("q", "b").key("chat")).await.unwrap().id;
+    let cc = q.enqueue(NewJob::new("q", "c").key("chat")).await.unwrap().id;
+    // Cancel the middle one (behind the head), then the head.
+    assert_eq!(q.cancel(b).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(q.cancel(a).await.unwrap(), CancelOutcome::Cancelled);
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.id, cc, "the key passed to the next job");
+    assert!(q.reserve(&["q"]).await.unwrap().is_none());
+    q.ack(&l).await.unwrap();
+    // The dedup key went with the cancelled job: the same key enqueues anew.
+    let again = q
+        .enqueue(NewJob::new("q", "a2").dedup("once", Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert!(!again.duplicate);
+    assert_ne!(again.id, a);
+    q.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_active_job_is_dropped_when_its_attempt_ends_however_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    for p in ["ack", "fail", "release", "expire", "crash"] {
+        q.enqueue(NewJob::new("q", p).key("k").max_retries(5))
+            .await
+            .unwrap();
+    }
+    q.enqueue(NewJob::new("q", "after").key("k")).await.unwrap();
+
+    // ack → dropped, not completed.
+    let l = take(&q, "q").await;
+    assert_eq!(q.cancel(l.job.id).await.unwrap(), CancelOutcome::WillCancel);
+    assert_eq!(q.cancel(l.job.id).await.unwrap(), CancelOutcome::WillCancel);
+    q.ack(&l).await.unwrap();
+    assert!(q.get(l.job.id).await.unwrap().is_none());
+    // fail → dropped, not retried.
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.payload, b"fail");
+    q.cancel(l.job.id).await.unwrap();
+    assert_eq!(q.fail(&l, "x").await.unwrap(), FailOutcome::Cancelled);
+    assert!(q.get(l.job.id).await.unwrap().is_none());
+    // release (shutdown give-back) → dropped.
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.payload, b"release");
+    q.cancel(l.job.id).await.unwrap();
+    q.release(&l).await.unwrap();
+    assert!(q.get(l.job.id).await.unwrap().is_none());
+    // lease expiry → dropped.
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.payload, b"expire");
+    q.cancel(l.job.id).await.unwrap();
+    c.advance(Duration::from_secs(31));
+    let l2 = take(&q, "q").await;
+    assert!(q.get(l.job.id).await.unwrap().is_none());
+    assert_eq!(l2.job.payload, b"crash");
+    // the process stops while it runs → dropped on reopen, the key passes on.
+    assert_eq!(q.cancel(l2.job.id).await.unwrap(), CancelOutcome::WillCancel);
+    q.shutdown().await.unwrap();
+    let q = open(dir.path(), &c).await;
+    assert!(q.get(l2.job.id).await.unwrap().is_none());
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.payload, b"after");
+    q.ack(&l).await.unwrap();
+    let s = q.stats().await.unwrap();
+    let qs = &s.queues["q"];
+    assert_eq!(
+        (qs.waiting, qs.active, qs.dead, qs.completed),
+        (0, 0, 0, 1),
+        "{qs:?}"
+    );
+    q.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_by_filter_takes_one_state_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    for i in 0..5 {
+        q.enqueue(NewJob::new("q", format!("{i}")).kind(if i % 2 == 0 {
+            "even"
+        } else {
+            "odd"
+        }))
+        .await
+        .unwrap();
+    }
+    q.enqueue(NewJob::new("q", "later").delay(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let n = q
+        .cancel_where("q", JobState::Waiting, Some("even"))
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let left: Vec<String> = q
+        .list("q", Some(JobState::Waiting), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.kind)
+        .collect();
+    assert_eq!(left, vec!["odd", "odd"]);
+    assert_eq!(
+        q.cancel_where("q", JobState::Delayed, None).await.unwrap(),
+        1
+    );
+    let err = q
+        .cancel_where("q", JobState::Completed, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("completed jobs cannot be cancelled"));
+    assert_eq!(q.stats().await.unwrap().queues["q"].waiting, 2);
+    q.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn postpone_does_not_count_an_attempt_until_the_budget_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    // Budget of queue `short`: 10 s in all.
+    let id = q
+        .enqueue(NewJob::new("short", "m").key("chat").max_retries(1))
+        .await
+        .unwrap()
+        .id;
+    q.enqueue(NewJob::new("short", "next").key("chat"))
+        .await
+        .unwrap();
+    for round in 0..2 {
+        let l = take(&q, "short").await;
+        assert_eq!((l.job.id, l.job.attempts), (id, 1), "round {round}");
+        let out = q
+            .postpone(&l, Duration::from_secs(4), "429 retry after 4")
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            FailOutcome::Retrying {
+                run_at: Timestamp(c.now_ms() + 4000)
+            }
+        );
+        let j = q.get(id).await.unwrap().unwrap();
+        assert_eq!((j.state, j.attempts), (JobState::Delayed, 0));
+        assert!(j.errors.is_empty());
+        // The key waits with it: the next job of the chat does not overtake.
+        assert!(q.reserve(&["short"]).await.unwrap().is_none());
+        c.advance(Duration::from_secs(4));
+    }
+    // The budget survives a restart (it is journaled with the job).
+    q.shutdown().await.unwrap();
+    let q = open(dir.path(), &c).await;
+    let l = take(&q, "short").await;
+    assert_eq!((l.job.id, l.job.attempts), (id, 1));
+    // 8 s spent; 4 more would pass 10 s: this one counts as a failed attempt.
+    let out = q
+        .postpone(&l, Duration::from_secs(4), "429 retry after 4")
+        .await
+        .unwrap();
+    assert!(matches!(out, FailOutcome::Retrying { .. }));
+    let j = q.get(id).await.unwrap().unwrap();
+    assert_eq!(j.errors.len(), 1);
+    assert!(
+        j.errors[0].error.contains("over the queue's budget of 10s"),
+        "{:?}",
+        j.errors
+    );
+    c.advance(Duration::from_secs(4));
+    let l = take(&q, "short").await;
+    assert_eq!(l.job.attempts, 2, "the counted attempt stays counted");
+    q.ack(&l).await.unwrap();
+    // A bad delay is refused and changes nothing.
+    let l = take(&q, "short").await;
+    assert_eq!(l.job.payload, b"next");
+    let err = q
+        .postpone(&l, Duration::from_secs(400 * 365 * 86_400), "x")
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    q.ack(&l).await.unwrap();
+    // The counting variant is still there for callers that want it.
+    let id3 = q.enqueue(NewJob::new("short", "z")).await.unwrap().id;
+    let l = take(&q, "short").await;
+    q.fail_with(&l, "429", FailAction::RetryAfter(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(q.get(id3).await.unwrap().unwrap().errors.len(), 1);
+    q.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_jobs_timeout_is_stored_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let q = open(dir.path(), &c).await;
+    let id = q
+        .enqueue(NewJob::new("q", "t").timeout(Duration::from_millis(1500)))
+        .await
+        .unwrap()
+        .id;
+    let plain = q.enqueue(NewJob::new("q", "p")).await.unwrap().id;
+    let err = q
+        .enqueue(NewJob::new("q", "z").timeout(Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("timeout must be longer than zero"));
+    q.shutdown().await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let q = open(dir.path(), &c).await;
+    let j = q.get(id).await.unwrap().unwrap();
+    assert_eq!(j.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(q.get(plain).await.unwrap().unwrap().timeout, None);
+    let l = take(&q, "q").await;
+    assert_eq!(l.job.timeout, Some(Duration::from_millis(1500)));
+    q.shutdown().await.unwrap();
+}
+
+trait NowMs {
+    fn now_ms(&self) -> u64;
+}
+
+impl NowMs for ManualClock {
+    fn now_ms(&self) -> u64 {
+        use durq::clock::Clock;
+        self.now().0
+    }
+}

@@ -357,3 +357,164 @@ impl NowMs for ManualClock {
         self.now().0
     }
 }
+
+// ------------------------------------------------------------------ through the worker pool
+
+mod pool {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use durq::worker::{handler_fn, Outcome, Pool};
+    use durq::{FsyncPolicy, Job, JobState, NewJob, Queue};
+    use parking_lot::Mutex;
+
+    async fn open(dir: &std::path::Path) -> Queue {
+        Queue::builder(dir)
+            .fsync(FsyncPolicy::No)
+            .open()
+            .await
+            .unwrap()
+    }
+
+    async fn drained(pool: &Pool) {
+        tokio::time::timeout(Duration::from_secs(30), pool.wait_until_empty())
+            .await
+            .expect("queue drained in time")
+            .unwrap();
+    }
+
+    type Log = Arc<Mutex<Vec<(String, u32, Instant)>>>;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postpone_outcome_keeps_the_attempt_count_and_the_keys_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path()).await;
+        let first = q
+            .enqueue(NewJob::new("q", "0").kind("k").key("chat").max_retries(0))
+            .await
+            .unwrap()
+            .id;
+        q.enqueue(NewJob::new("q", "1").kind("k").key("chat"))
+            .await
+            .unwrap();
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let pool = Pool::builder(q.clone(), vec!["q".into()])
+            .concurrency(2)
+            .handler(
+                "k",
+                handler_fn(move |job: Job| {
+                    let l = l.clone();
+                    async move {
+                        let p = String::from_utf8(job.payload).unwrap();
+                        let n = {
+                            let mut g = l.lock();
+                            g.push((p.clone(), job.attempts, Instant::now()));
+                            g.iter().filter(|e| e.0 == p).count()
+                        };
+                        // With max_retries 0, a counted failure would kill the job at once.
+                        if p == "0" && n <= 3 {
+                            return Outcome::Postpone(
+                                Duration::from_millis(150),
+                                "429 too many requests".into(),
+                            );
+                        }
+                        Outcome::Done
+                    }
+                }),
+            )
+            .start()
+            .await
+            .unwrap();
+        drained(&pool).await;
+        let stats = pool.shutdown().await.unwrap().stats;
+        let log = log.lock().clone();
+        let runs: Vec<(String, u32)> = log.iter().map(|e| (e.0.clone(), e.1)).collect();
+        assert_eq!(
+            runs,
+            vec![
+                ("0".into(), 1),
+                ("0".into(), 1),
+                ("0".into(), 1),
+                ("0".into(), 1),
+                ("1".into(), 1)
+            ],
+            "never counted, never overtaken"
+        );
+        for w in log.windows(2).take(3) {
+            assert!(w[1].2 - w[0].2 >= Duration::from_millis(140), "delay honoured");
+        }
+        let j = q.get(first).await.unwrap().unwrap();
+        assert_eq!((j.state, j.attempts), (JobState::Completed, 1));
+        assert!(j.errors.is_empty());
+        assert_eq!((stats.failed, stats.released), (0, 3));
+        q.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_rule_limits_only_the_keys_it_picks() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path()).await;
+        for key in ["-100", "7"] {
+            for i in 0..4 {
+                q.enqueue(NewJob::new("q", format!("{i}")).kind("k").key(key))
+                    .await
+                    .unwrap();
+            }
+        }
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let pool = Pool::builder(q.clone(), vec!["q".into()])
+            .concurrency(4)
+            .rate_limit_keys_where(|k| k.starts_with('-'), 5.0)
+            .handler(
+                "k",
+                handler_fn(move |job: Job| {
+                    let l = l.clone();
+                    async move {
+                        l.lock()
+                            .push((job.key.clone().unwrap(), job.attempts, Instant::now()));
+                        Outcome::Done
+                    }
+                }),
+            )
+            .start()
+            .await
+            .unwrap();
+        drained(&pool).await;
+        pool.shutdown().await.unwrap();
+        let log = log.lock().clone();
+        let starts = |k: &str| -> Vec<Instant> {
+            log.iter().filter(|e| e.0 == k).map(|e| e.2).collect()
+        };
+        let group = starts("-100");
+        assert_eq!(group.len(), 4);
+        for w in group.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(190),
+                "5/s for the picked key: {:?}",
+                w[1] - w[0]
+            );
+        }
+        let other = starts("7");
+        assert_eq!(other.len(), 4);
+        assert!(
+            other[3] - other[0] < Duration::from_millis(500),
+            "a key the rule does not pick is not held back: {:?}",
+            other[3] - other[0]
+        );
+        assert!(log.iter().all(|e| e.1 == 1), "held back, not failed");
+        q.shutdown().await.unwrap();
+    }
+
+    #[cfg(feature = "telegram")]
+    #[test]
+    fn telegram_groups_are_negative_chat_ids() {
+        use durq::worker::telegram::is_group_chat;
+        assert!(is_group_chat("-1001234567890"));
+        assert!(is_group_chat("-42"));
+        for k in ["42", "-", "@channel", "-12a", ""] {
+            assert!(!is_group_chat(k), "{k}");
+        }
+    }
+}

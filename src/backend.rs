@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 
 use crate::error::Result;
 use crate::job::{
-    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::stats::{Event, Stats};
 
@@ -133,12 +133,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Cancels every job of `queue` in `state` (waiting, delayed, active or dead), optionally
     /// only of one kind; returns how many were (or will be) cancelled.
-    async fn cancel_where(
-        &self,
-        queue: &str,
-        state: JobState,
-        kind: Option<&str>,
-    ) -> Result<u64> {
+    async fn cancel_where(&self, queue: &str, state: JobState, kind: Option<&str>) -> Result<u64> {
         let _ = (queue, state, kind);
         Err(crate::Error::Unsupported {
             what: "cancel by filter",

@@ -19,8 +19,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Cmd, Engine};
 use crate::error::{Error, Result};
 use crate::job::{
-    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::journal::fsutil::{create_dir_durable, fsync_dir};
 use crate::journal::manifest::Manifest;
@@ -372,12 +372,7 @@ impl Backend for Local {
     async fn cancel(&self, ids: Vec<JobId>) -> Result<Vec<CancelOutcome>> {
         self.call(|r| Cmd::Cancel(ids, r)).await
     }
-    async fn cancel_where(
-        &self,
-        queue: &str,
-        state: JobState,
-        kind: Option<&str>,
-    ) -> Result<u64> {
+    async fn cancel_where(&self, queue: &str, state: JobState, kind: Option<&str>) -> Result<u64> {
         let (q, k) = (queue.to_string(), kind.map(str::to_string));
         self.call(|r| Cmd::CancelWhere(q, state, k, r)).await
     }

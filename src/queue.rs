@@ -25,8 +25,8 @@ use tokio::sync::broadcast;
 use crate::backend::{Backend, ReserveRequest};
 use crate::error::Result;
 use crate::job::{
-    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, NewJob, RetryPolicy, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, NewJob,
+    RetryPolicy, Selection, Timestamp,
 };
 use crate::options::{FsyncPolicy, Options, QueueConfig};
 use crate::stats::{Event, Stats};

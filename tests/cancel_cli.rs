@@ -55,7 +55,9 @@ fn cancel_by_id_and_by_filter() {
     // By filter.
     let out = ok(&run(
         d,
-        &["--json", "cancel", "--queue", "q", "--state", "waiting", "--kind", "x"],
+        &[
+            "--json", "cancel", "--queue", "q", "--state", "waiting", "--kind", "x",
+        ],
     ));
     assert_eq!(json_lines(&out)[0]["cancelled"], 1);
     // Nothing is left (a queue without jobs may not be listed at all after a reopen).
@@ -105,7 +107,10 @@ fn http_delete_cancels() {
     assert_eq!(r.status, 404);
     let r = http(a, "DELETE", &format!("/v1/jobs/{id}"), &[], None);
     assert_eq!(r.status, 404, "{}", r.text());
-    assert!(r.json()["error"].as_str().unwrap().contains("no job with id"));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no job with id"));
     let r = http(a, "DELETE", "/v1/jobs/banana", &[], None);
     assert_eq!(r.status, 400, "{}", r.text());
     // A completed job: 409.

@@ -127,8 +127,16 @@ async fn cancelling_a_keys_head_passes_the_key_on_and_releases_its_dedup_key() {
         .await
         .unwrap()
         .id;
-    let b = q.enqueue(NewJob::new("q", "b").key("chat")).await.unwrap().id;
-    let cc = q.enqueue(NewJob::new("q", "c").key("chat")).await.unwrap().id;
+    let b = q
+        .enqueue(NewJob::new("q", "b").key("chat"))
+        .await
+        .unwrap()
+        .id;
+    let cc = q
+        .enqueue(NewJob::new("q", "c").key("chat"))
+        .await
+        .unwrap()
+        .id;
     // Cancel the middle one (behind the head), then the head.
     assert_eq!(q.cancel(b).await.unwrap(), CancelOutcome::Cancelled);
     assert_eq!(q.cancel(a).await.unwrap(), CancelOutcome::Cancelled);
@@ -185,7 +193,10 @@ async fn a_cancelled_active_job_is_dropped_when_its_attempt_ends_however_it_ends
     assert!(q.get(l.job.id).await.unwrap().is_none());
     assert_eq!(l2.job.payload, b"crash");
     // the process stops while it runs → dropped on reopen, the key passes on.
-    assert_eq!(q.cancel(l2.job.id).await.unwrap(), CancelOutcome::WillCancel);
+    assert_eq!(
+        q.cancel(l2.job.id).await.unwrap(),
+        CancelOutcome::WillCancel
+    );
     q.shutdown().await.unwrap();
     let q = open(dir.path(), &c).await;
     assert!(q.get(l2.job.id).await.unwrap().is_none());
@@ -208,13 +219,9 @@ async fn cancel_by_filter_takes_one_state_and_kind() {
     let c = clock();
     let q = open(dir.path(), &c).await;
     for i in 0..5 {
-        q.enqueue(NewJob::new("q", format!("{i}")).kind(if i % 2 == 0 {
-            "even"
-        } else {
-            "odd"
-        }))
-        .await
-        .unwrap();
+        q.enqueue(NewJob::new("q", format!("{i}")).kind(if i % 2 == 0 { "even" } else { "odd" }))
+            .await
+            .unwrap();
     }
     q.enqueue(NewJob::new("q", "later").delay(Duration::from_secs(60)))
         .await
@@ -240,7 +247,9 @@ async fn cancel_by_filter_takes_one_state_and_kind() {
         .cancel_where("q", JobState::Completed, None)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("completed jobs cannot be cancelled"));
+    assert!(err
+        .to_string()
+        .contains("completed jobs cannot be cancelled"));
     assert_eq!(q.stats().await.unwrap().queues["q"].waiting, 2);
     q.shutdown().await.unwrap();
 }
@@ -442,7 +451,10 @@ mod pool {
             "never counted, never overtaken"
         );
         for w in log.windows(2).take(3) {
-            assert!(w[1].2 - w[0].2 >= Duration::from_millis(140), "delay honoured");
+            assert!(
+                w[1].2 - w[0].2 >= Duration::from_millis(140),
+                "delay honoured"
+            );
         }
         let j = q.get(first).await.unwrap().unwrap();
         assert_eq!((j.state, j.attempts), (JobState::Completed, 1));
@@ -484,9 +496,8 @@ mod pool {
         drained(&pool).await;
         pool.shutdown().await.unwrap();
         let log = log.lock().clone();
-        let starts = |k: &str| -> Vec<Instant> {
-            log.iter().filter(|e| e.0 == k).map(|e| e.2).collect()
-        };
+        let starts =
+            |k: &str| -> Vec<Instant> { log.iter().filter(|e| e.0 == k).map(|e| e.2).collect() };
         let group = starts("-100");
         assert_eq!(group.len(), 4);
         for w in group.windows(2) {

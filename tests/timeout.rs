@@ -109,7 +109,11 @@ async fn a_handler_that_never_returns_times_out_and_frees_its_key() {
     // Three hung attempts were cancelled (their futures dropped) — the lease (150 ms, beaten
     // every 50 ms) never ran out meanwhile: no lost lease, so heartbeats kept it until the
     // timeout and stopped with it.
-    assert_eq!(dropped.load(Ordering::SeqCst), 4, "3 cancelled + 1 finished");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        4,
+        "3 cancelled + 1 finished"
+    );
     assert_eq!(stats.leases_lost, 0);
     assert_eq!(stats.failed, 3);
     q.shutdown().await.unwrap();
@@ -170,11 +174,14 @@ async fn an_exec_command_that_never_returns_is_killed_with_its_process_group() {
     pool.shutdown().await.unwrap();
     for (id, attempts) in [(polite, 2), (stubborn, 1)] {
         let j = q.get(id).await.unwrap().unwrap();
-        assert_eq!((j.state, j.attempts), (JobState::Dead, attempts), "{:?}", j.errors);
-        assert!(
+        assert_eq!(
+            (j.state, j.attempts),
+            (JobState::Dead, attempts),
+            "{:?}",
             j.errors
-                .iter()
-                .all(|e| e.error == "timed out after 500ms"),
+        );
+        assert!(
+            j.errors.iter().all(|e| e.error == "timed out after 500ms"),
             "{:?}",
             j.errors
         );
@@ -197,7 +204,15 @@ fn work_timeout_flag_fails_a_hung_exec_and_exits_when_empty() {
     let d = dir.path();
     let id = support::ok(&support::run(
         d,
-        &["enqueue", "q", "{}", "--max-retries", "1", "--backoff", "10ms"],
+        &[
+            "enqueue",
+            "q",
+            "{}",
+            "--max-retries",
+            "1",
+            "--backoff",
+            "10ms",
+        ],
     ))
     .trim()
     .to_string();

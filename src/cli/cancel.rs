@@ -13,9 +13,9 @@ use super::CliError;
 /// Runs `durq cancel`.
 pub async fn run(a: &CancelArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Result<(), CliError> {
     if let Some(queue) = &a.queue {
-        let state = a
-            .state
-            .ok_or_else(|| CliError::usage("--queue needs --state (waiting, delayed, active or dead)"))?;
+        let state = a.state.ok_or_else(|| {
+            CliError::usage("--queue needs --state (waiting, delayed, active or dead)")
+        })?;
         let q = ctx.queue().await?;
         let n = q.cancel_where(queue, state, a.kind.as_deref()).await?;
         if json {
@@ -23,7 +23,10 @@ pub async fn run(a: &CancelArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resu
             return io.out(&v.to_string()).await;
         }
         return io
-            .out(&format!("cancelled {n} {} jobs of queue {queue}", state.as_str()))
+            .out(&format!(
+                "cancelled {n} {} jobs of queue {queue}",
+                state.as_str()
+            ))
             .await;
     }
     let q = ctx.queue().await?;
@@ -41,8 +44,12 @@ pub async fn run(a: &CancelArgs, json: bool, ctx: &mut Ctx, io: &mut Io) -> Resu
                 CancelOutcome::WillCancel => {
                     format!("{id} is running; it will be dropped when its attempt ends")
                 }
-                CancelOutcome::NotFound => format!("{id}: no such job (unknown, or cancelled or dropped already)"),
-                CancelOutcome::AlreadyFinished => format!("{id} already completed; nothing to cancel"),
+                CancelOutcome::NotFound => {
+                    format!("{id}: no such job (unknown, or cancelled or dropped already)")
+                }
+                CancelOutcome::AlreadyFinished => {
+                    format!("{id} already completed; nothing to cancel")
+                }
             }
         };
         io.out(&line).await?;

@@ -207,7 +207,10 @@ impl Engine {
                 .map(|j| j.id)
                 .collect();
             let (out, staged) = self.cancel_inner(&ids)?;
-            Ok((out.iter().filter(|o| o.is_cancelled()).count() as u64, staged))
+            Ok((
+                out.iter().filter(|o| o.is_cancelled()).count() as u64,
+                staged,
+            ))
         })();
         match r {
             Ok((n, true)) => self.on_durable(reply, n),

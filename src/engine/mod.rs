@@ -36,8 +36,8 @@ use crate::backend::ReserveRequest;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::job::{
-    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::journal::writer::{self, Batch, Reply, Staged};
 use crate::options::Options;

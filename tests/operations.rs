@@ -367,6 +367,87 @@ impl NowMs for ManualClock {
     }
 }
 
+#[tokio::test]
+async fn retention_drops_completed_and_dead_jobs_by_count_and_age_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let open_ret = |c: Arc<ManualClock>| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            Queue::builder(&dir)
+                .fsync(FsyncPolicy::No)
+                .clock(c)
+                .queue(
+                    "ret",
+                    QueueConfig {
+                        keep_completed: 3,
+                        keep_completed_for: Some(Duration::from_secs(3600)),
+                        keep_dead: Some(2),
+                        keep_dead_for: Some(Duration::from_secs(86_400)),
+                        ..QueueConfig::default()
+                    },
+                )
+                .open()
+                .await
+                .unwrap()
+        }
+    };
+    let q = open_ret(c.clone()).await;
+    let mut done = Vec::new();
+    for i in 0..5 {
+        let id = q
+            .enqueue(NewJob::new("ret", format!("{i}")))
+            .await
+            .unwrap()
+            .id;
+        let l = take(&q, "ret").await;
+        q.ack(&l).await.unwrap();
+        done.push(id);
+        c.advance(Duration::from_secs(600));
+    }
+    // By count: the last 3.
+    assert_eq!(q.stats().await.unwrap().queues["ret"].completed, 3);
+    assert!(q.get(done[1]).await.unwrap().is_none());
+    // By age: completed at 20, 30, 40 min; now 50 min; at 85 min the one of 20 min is over 1 h.
+    c.advance(Duration::from_secs(35 * 60));
+    assert_eq!(q.stats().await.unwrap().queues["ret"].completed, 2);
+    assert!(q.get(done[2]).await.unwrap().is_none());
+    assert!(q.get(done[3]).await.unwrap().is_some());
+    let mut dead = Vec::new();
+    for i in 0..4 {
+        let id = q
+            .enqueue(NewJob::new("ret", format!("d{i}")).max_retries(0))
+            .await
+            .unwrap()
+            .id;
+        let l = take(&q, "ret").await;
+        assert_eq!(q.fail(&l, "no").await.unwrap(), FailOutcome::Dead);
+        dead.push(id);
+        c.advance(Duration::from_secs(60));
+    }
+    let listed: Vec<_> = q
+        .dead_letters("ret", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, vec![dead[3], dead[2]], "the newest 2 dead letters");
+    q.shutdown().await.unwrap();
+    // Journaled: a rebuilt state agrees.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let q = open_ret(c.clone()).await;
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queues["ret"].completed, s.queues["ret"].dead), (2, 2));
+    for id in [done[0], done[1], done[2], dead[0], dead[1]] {
+        assert!(q.get(id).await.unwrap().is_none(), "{id} was dropped");
+    }
+    c.advance(Duration::from_secs(86_400));
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queues["ret"].completed, s.queues["ret"].dead), (0, 0));
+    q.shutdown().await.unwrap();
+}
+
 // ------------------------------------------------------------------ through the worker pool
 
 mod pool {

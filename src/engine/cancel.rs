@@ -155,7 +155,7 @@ impl Engine {
                         JobState::Waiting | JobState::Delayed | JobState::Dead => {
                             let q = self.mem.queue_id(&m.queue);
                             if m.state == JobState::Dead {
-                                self.mem.queues[q as usize].dead.remove(&id);
+                                self.mem.queues[q as usize].remove_dead(id);
                             } else {
                                 self.unindex_pending(&m, q, now);
                             }

@@ -74,11 +74,30 @@ pub struct QueueMem {
     pub pending: BTreeMap<u64, u32>,
     pub pending_total: u64,
     pub active: u64,
-    pub dead: BTreeSet<JobId>,
-    pub completed: VecDeque<JobId>,
+    /// Dead letters → when they died (use [`QueueMem::add_dead`] / [`QueueMem::remove_dead`]).
+    pub dead: BTreeMap<JobId, u64>,
+    /// (died at, id) of the dead letters, oldest first (retention by age and count).
+    pub dead_by_time: BTreeSet<(u64, JobId)>,
+    /// Completed jobs as (finished at, id), oldest first.
+    pub completed: VecDeque<(u64, JobId)>,
 }
 
 impl QueueMem {
+    pub fn add_dead(&mut self, id: JobId, at: u64) {
+        if let Some(old) = self.dead.insert(id, at) {
+            self.dead_by_time.remove(&(old, id));
+        }
+        self.dead_by_time.insert((at, id));
+    }
+    pub fn remove_dead(&mut self, id: JobId) -> bool {
+        match self.dead.remove(&id) {
+            Some(at) => {
+                self.dead_by_time.remove(&(at, id));
+                true
+            }
+            None => false,
+        }
+    }
     pub fn pending_add(&mut self, run_at: u64) {
         *self.pending.entry(run_at).or_insert(0) += 1;
         self.pending_total += 1;

@@ -22,6 +22,7 @@
 mod cancel;
 pub mod mem;
 mod ops;
+mod retention;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
@@ -137,6 +138,8 @@ pub struct Engine {
     /// Wakes the engine when `durable` moves (bounded to one pending wake).
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
+    /// When retention by age was last applied.
+    last_trim: u64,
 }
 
 impl Engine {
@@ -179,6 +182,7 @@ impl Engine {
             durable: Arc::new(AtomicU64::new(last_seq)),
             wake_tx,
             wake_rx,
+            last_trim: 0,
         };
         e.mem.durable = last_seq;
         if gating {

@@ -365,10 +365,10 @@ impl Engine {
         let q = a.queue;
         let keep = self.opts.queue_config(&meta.queue).keep_completed;
         let qm = &mut self.mem.queues[q as usize];
-        qm.completed.push_back(id);
+        qm.completed.push_back((now, id));
         let mut drop = Vec::new();
         while qm.completed.len() > keep {
-            if let Some(old) = qm.completed.pop_front() {
+            if let Some((_, old)) = qm.completed.pop_front() {
                 drop.push(old);
             }
         }
@@ -465,7 +465,7 @@ impl Engine {
             FailOutcome::Dead => {
                 meta.state = JobState::Dead;
                 meta.finished_at = Some(Timestamp(now));
-                self.mem.queues[q as usize].dead.insert(id);
+                self.mem.queues[q as usize].add_dead(id, now);
                 if let Some(key) = &meta.key {
                     self.mem.key_release(q, key, id, now);
                 }
@@ -504,6 +504,9 @@ impl Engine {
             metas: vec![meta],
             change: final_change,
         })?;
+        if outcome == FailOutcome::Dead {
+            self.trim_dead_count(q);
+        }
         Ok(outcome)
     }
 
@@ -678,11 +681,12 @@ impl Engine {
                             .completed
                             .iter()
                             .rev()
+                            .map(|(_, id)| *id)
                             .take(room),
                     );
                 }
                 JobState::Dead => {
-                    ids.extend(self.mem.queues[q as usize].dead.iter().rev().take(room));
+                    ids.extend(self.mem.queues[q as usize].dead.keys().rev().take(room));
                 }
             }
         }
@@ -729,9 +733,9 @@ impl Engine {
         };
         let dead = &self.mem.queues[q as usize].dead;
         let ids = match sel {
-            Selection::All => dead.iter().copied().collect(),
+            Selection::All => dead.keys().copied().collect(),
             Selection::Ids(ids) => {
-                if let Some(missing) = ids.iter().find(|id| !dead.contains(id)) {
+                if let Some(missing) = ids.iter().find(|id| !dead.contains_key(id)) {
                     return Err(Error::invalid(format!(
                         "job {missing} is not a dead letter of queue `{queue}`; list them with `durq dlq list {queue}`"
                     )));
@@ -773,7 +777,7 @@ impl Engine {
             // Staged below in chunks of 4096: the last chunk's seq gates them all.
             let gate = self.gate_for(metas.len().div_ceil(4096).saturating_sub(1) as u64);
             for meta in &metas {
-                self.mem.queues[q as usize].dead.remove(&meta.id);
+                self.mem.queues[q as usize].remove_dead(meta.id);
                 let mut slot = self.mem.slot_of(meta);
                 slot.gate = gate;
                 self.mem.arrive(meta.id, slot, now);
@@ -812,7 +816,7 @@ impl Engine {
                 return Ok(0);
             }
             for id in &ids {
-                self.mem.queues[q as usize].dead.remove(id);
+                self.mem.queues[q as usize].remove_dead(*id);
                 self.mem.ext.remove(id);
             }
             let n = ids.len() as u64;
@@ -946,7 +950,8 @@ impl Engine {
                     .or_default()
                     .push((meta.finished_at.map(|t| t.0).unwrap_or(0), meta.id)),
                 JobState::Dead => {
-                    mem.queues[q as usize].dead.insert(meta.id);
+                    let at = meta.finished_at.map(|t| t.0).unwrap_or(0);
+                    mem.queues[q as usize].add_dead(meta.id, at);
                 }
             }
             Ok(())
@@ -954,7 +959,7 @@ impl Engine {
         mem.ext = self.store.exts()?.into_iter().collect();
         for (q, mut v) in completed {
             v.sort();
-            mem.queues[q as usize].completed = v.into_iter().map(|(_, id)| id).collect();
+            mem.queues[q as usize].completed = v.into_iter().collect();
         }
         // Rebuild each key's FIFO in its run-time order (see `KeyRank`): the holder first, so
         // exactly one job per key may run, then the rest in arrival order.

@@ -309,7 +309,8 @@ async fn postpone_does_not_count_an_attempt_until_the_budget_is_spent() {
     c.advance(Duration::from_secs(4));
     let l = take(&q, "short").await;
     assert_eq!(l.job.attempts, 2, "the counted attempt stays counted");
-    q.ack(&l).await.unwrap();
+    // Out of retries: dead (the key passes to `next`).
+    assert_eq!(q.fail(&l, "down").await.unwrap(), FailOutcome::Dead);
     // A bad delay is refused and changes nothing.
     let l = take(&q, "short").await;
     assert_eq!(l.job.payload, b"next");
@@ -318,6 +319,22 @@ async fn postpone_does_not_count_an_attempt_until_the_budget_is_spent() {
         .await
         .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
+    q.ack(&l).await.unwrap();
+    // Requeued, the dead letter gets a fresh budget: 9 s more are not counted.
+    q.requeue_dead("short", durq::Selection::Ids(vec![id]))
+        .await
+        .unwrap();
+    let l = take(&q, "short").await;
+    assert_eq!((l.job.id, l.job.attempts), (id, 1));
+    q.postpone(&l, Duration::from_secs(9), "429").await.unwrap();
+    assert_eq!(
+        q.get(id).await.unwrap().unwrap().errors.len(),
+        2,
+        "not counted"
+    );
+    c.advance(Duration::from_secs(9));
+    let l = take(&q, "short").await;
+    assert_eq!((l.job.id, l.job.attempts), (id, 1));
     q.ack(&l).await.unwrap();
     // The counting variant is still there for callers that want it.
     let id3 = q.enqueue(NewJob::new("short", "z")).await.unwrap().id;

@@ -790,6 +790,25 @@ impl Engine {
                     change: Change::Requeued,
                 })?;
             }
+            // A requeued job starts afresh: its postponement budget too (its timeout stays).
+            for meta in &metas {
+                let Some(ext) = self.mem.ext.get(&meta.id) else {
+                    continue;
+                };
+                if ext.postponed_ms == 0 {
+                    continue;
+                }
+                let ext = JobExt {
+                    postponed_ms: 0,
+                    ..ext.clone()
+                };
+                if ext.is_default() {
+                    self.mem.ext.remove(&meta.id);
+                } else {
+                    self.mem.ext.insert(meta.id, ext.clone());
+                }
+                self.stage(Op::Ext { id: meta.id, ext })?;
+            }
             self.emit(Event::Requeued {
                 queue: queue.to_string(),
                 count: n,

@@ -95,6 +95,14 @@ pub enum Error {
     #[error("backend error: {0}")]
     Backend(String),
 
+    /// The job was cancelled while it ran (answered to heartbeats): stop working on it; its
+    /// ack or fail drops it.
+    #[error("job {id} was cancelled; stop working on it (its ack or fail drops it)")]
+    Cancelled {
+        /// The job.
+        id: String,
+    },
+
     /// This backend does not implement the operation (yet).
     #[error("this backend does not support {what} yet; use the local store for it")]
     Unsupported {
@@ -172,6 +180,7 @@ impl Error {
             },
             Error::Backend(m) => Error::Backend(m.clone()),
             Error::Unsupported { what } => Error::Unsupported { what },
+            Error::Cancelled { id } => Error::Cancelled { id: id.clone() },
         }
     }
 }

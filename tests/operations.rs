@@ -616,6 +616,71 @@ mod pool {
         q.shutdown().await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_a_running_job_stops_its_handler_at_the_next_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path()).await;
+        let id = q
+            .enqueue(NewJob::new("q", "hang").kind("k").key("chat"))
+            .await
+            .unwrap()
+            .id;
+        let next = q
+            .enqueue(NewJob::new("q", "next").kind("k").key("chat"))
+            .await
+            .unwrap()
+            .id;
+        let started = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let (s, st) = (started.clone(), stopped.clone());
+        let pool = Pool::builder(q.clone(), vec!["q".into()])
+            .lease(Duration::from_millis(300))
+            .handler(
+                "k",
+                handler_fn(move |job: Job| {
+                    let (s, guard) = (s.clone(), OnDrop(st.clone()));
+                    async move {
+                        if job.payload == b"hang" {
+                            let _guard = guard;
+                            s.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Outcome::Done
+                    }
+                }),
+            )
+            .start()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the handler started");
+        assert_eq!(q.cancel(id).await.unwrap(), durq::CancelOutcome::WillCancel);
+        drained(&pool).await;
+        let stats = pool.shutdown().await.unwrap().stats;
+        assert!(
+            stopped.load(std::sync::atomic::Ordering::SeqCst),
+            "handler dropped"
+        );
+        assert!(
+            q.get(id).await.unwrap().is_none(),
+            "the cancelled job is gone"
+        );
+        assert_eq!(
+            q.get(next).await.unwrap().unwrap().state,
+            JobState::Completed,
+            "the key went on"
+        );
+        assert_eq!((stats.leases_lost, stats.dead), (0, 0));
+        q.shutdown().await.unwrap();
+    }
+
     #[cfg(feature = "telegram")]
     #[test]
     fn telegram_groups_are_negative_chat_ids() {

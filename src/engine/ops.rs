@@ -522,6 +522,10 @@ impl Engine {
             Some(a) if a.token == token.0 => a,
             _ => return Err(Error::LeaseLost { id: id.to_string() }),
         };
+        if self.mem.ext.get(&id).is_some_and(|e| e.cancelled) {
+            // The lease still holds (ack/fail drop the job); the holder should stop now.
+            return Err(Error::Cancelled { id: id.to_string() });
+        }
         let until = now.saturating_add(duration::millis(d).max(1));
         self.mem.leases.remove(&(a.until, id));
         a.until = until;

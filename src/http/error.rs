@@ -49,6 +49,7 @@ impl From<crate::Error> for ApiError {
             E::Closed => StatusCode::SERVICE_UNAVAILABLE,
             E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
+            E::Cancelled { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -147,6 +147,22 @@ impl Shared {
                             self.busy.fetch_sub(1, Ordering::Relaxed);
                             return RunEnd::Next;
                         }
+                        Err(Error::Cancelled { .. }) => {
+                            // Cancelled while it ran: stop the handler; the fail drops the job.
+                            drop(task);
+                            tracing::info!(id = %lease.job.id, "job cancelled while it ran; handler stopped");
+                            if let Err(e) = self
+                                .queue
+                                .fail_with(&lease, "cancelled while running", FailAction::GiveUp)
+                                .await
+                            {
+                                self.settle_error(&lease, e);
+                            }
+                            self.breaker_abandon(&kind);
+                            self.busy.fetch_sub(1, Ordering::Relaxed);
+                            self.update_gauges();
+                            return RunEnd::Next;
+                        }
                         Err(e) => tracing::warn!(id = %lease.job.id, error = %e, "heartbeat failed"),
                     }
                 }

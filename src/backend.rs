@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 
 use crate::error::Result;
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::stats::{Event, Stats};
 
@@ -121,6 +121,38 @@ pub trait Backend: Send + Sync + 'static {
     /// Holds back the jobs of one partition key until `for_` from now (rate limits, 429s).
     /// Not durable: a restart lifts it.
     async fn pause_key(&self, queue: &str, key: &str, for_: Duration) -> Result<()>;
+
+    /// Cancels jobs by id, each on its own (SPEC §6 `durq cancel`): a waiting, delayed or dead
+    /// job is deleted (with its dedup key); an active one is dropped when its attempt ends
+    /// (ack, fail, release or lease expiry) instead of completing or retrying. Unknown and
+    /// completed ids are reported, not errors. Durable; idempotent.
+    async fn cancel(&self, ids: Vec<JobId>) -> Result<Vec<CancelOutcome>> {
+        let _ = ids;
+        Err(crate::Error::Unsupported { what: "cancel" })
+    }
+
+    /// Cancels every job of `queue` in `state` (waiting, delayed, active or dead), optionally
+    /// only of one kind; returns how many were (or will be) cancelled.
+    async fn cancel_where(&self, queue: &str, state: JobState, kind: Option<&str>) -> Result<u64> {
+        let _ = (queue, state, kind);
+        Err(crate::Error::Unsupported {
+            what: "cancel by filter",
+        })
+    }
+
+    /// Ends a leased attempt without counting it: the job runs again after `delay` (a
+    /// server's retry-after) and its partition key waits with it. Past the queue's total
+    /// postponement budget per job it counts as a failed attempt (`FailAction::RetryAfter`).
+    async fn postpone(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        delay: Duration,
+        reason: String,
+    ) -> Result<FailOutcome> {
+        let _ = (id, token, delay, reason);
+        Err(crate::Error::Unsupported { what: "postpone" })
+    }
 
     /// Subscribes to the event stream.
     fn subscribe(&self) -> broadcast::Receiver<Event>;

@@ -94,6 +94,21 @@ pub enum Error {
     /// A backend (such as Redis) failed.
     #[error("backend error: {0}")]
     Backend(String),
+
+    /// The job was cancelled while it ran (answered to heartbeats): stop working on it; its
+    /// ack or fail drops it.
+    #[error("job {id} was cancelled; stop working on it (its ack or fail drops it)")]
+    Cancelled {
+        /// The job.
+        id: String,
+    },
+
+    /// This backend does not implement the operation (yet).
+    #[error("this backend does not support {what} yet; use the local store for it")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -164,6 +179,8 @@ impl Error {
                 detail: detail.clone(),
             },
             Error::Backend(m) => Error::Backend(m.clone()),
+            Error::Unsupported { what } => Error::Unsupported { what },
+            Error::Cancelled { id } => Error::Cancelled { id: id.clone() },
         }
     }
 }

@@ -305,6 +305,9 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     /// Every failed attempt.
     pub errors: Vec<AttemptError>,
+    /// Per-attempt execution timeout set on the job (`None`: the pool's, if any).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 impl Job {
@@ -365,6 +368,8 @@ pub struct NewJob {
     pub max_retries: Option<u32>,
     /// Override of the policy's first retry delay.
     pub backoff: Option<Duration>,
+    /// Per-attempt execution timeout (overrides the pool's); stored with the job.
+    pub timeout: Option<Duration>,
 }
 
 /// Default dedup time to live when none is given (1 hour).
@@ -384,6 +389,7 @@ impl NewJob {
             retry: None,
             max_retries: None,
             backoff: None,
+            timeout: None,
         }
     }
     /// A job whose payload is `value` serialised as JSON.
@@ -433,6 +439,13 @@ impl NewJob {
         self
     }
 
+    /// Sets the per-attempt execution timeout: an attempt still running after `d` is cancelled
+    /// and fails with "timed out after D" (the pool's own timeout, if any, does not apply).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
     /// Checks the job against the limits; says what is wrong.
     pub fn validate(&self, max_payload: usize) -> Result<()> {
         validate_queue_name(&self.queue)?;
@@ -452,6 +465,14 @@ impl NewJob {
         }
         if let Some(d) = self.backoff {
             crate::duration::check("backoff", d)?;
+        }
+        if let Some(d) = self.timeout {
+            if d.is_zero() {
+                return Err(Error::invalid(
+                    "timeout must be longer than zero; leave it out for no timeout",
+                ));
+            }
+            crate::duration::check("timeout", d)?;
         }
         if self.payload.len() > max_payload {
             return Err(Error::invalid(format!(
@@ -550,7 +571,8 @@ pub struct Lease {
 pub enum FailAction {
     /// Retry per the job's policy (dead letter after the last retry).
     Retry,
-    /// Retry after this delay (a server's `retry_after`); still counts the attempt.
+    /// Retry after this delay (a server's `retry_after`); still counts the attempt (see
+    /// [`crate::Queue::postpone`] for one that does not).
     RetryAfter(Duration),
     /// Give up now: straight to the dead letters.
     GiveUp,
@@ -566,6 +588,39 @@ pub enum FailOutcome {
     },
     /// It is now a dead letter.
     Dead,
+    /// It was cancelled while it ran: dropped, not retried.
+    Cancelled,
+}
+
+/// What a cancel did to one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was waiting, delayed or dead, and is gone (with its dedup key).
+    Cancelled,
+    /// The job is running: when its attempt ends (ack, fail, lease expiry) it is dropped, not
+    /// retried or completed.
+    WillCancel,
+    /// No such job: unknown id, cancelled before, or dropped by retention.
+    NotFound,
+    /// The job completed; nothing to cancel.
+    AlreadyFinished,
+}
+
+impl CancelOutcome {
+    /// As shown by the CLI and the HTTP API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::WillCancel => "will_cancel",
+            CancelOutcome::NotFound => "not_found",
+            CancelOutcome::AlreadyFinished => "already_finished",
+        }
+    }
+    /// True when the job is (or will be) cancelled.
+    pub fn is_cancelled(self) -> bool {
+        matches!(self, CancelOutcome::Cancelled | CancelOutcome::WillCancel)
+    }
 }
 
 /// Which jobs a dead-letter operation applies to.

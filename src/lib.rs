@@ -52,8 +52,8 @@ pub mod worker;
 pub use backend::{Backend, ReserveRequest};
 pub use error::{Error, Result};
 pub use job::{
-    parse_duration, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
-    NewJob, Priority, RetryPolicy, Selection, Timestamp,
+    parse_duration, CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease,
+    LeaseToken, NewJob, Priority, RetryPolicy, Selection, Timestamp,
 };
 pub use options::{FsyncPolicy, Options, QueueConfig};
 pub use queue::{Queue, QueueBuilder};

@@ -19,8 +19,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::{Cmd, Engine};
 use crate::error::{Error, Result};
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::journal::fsutil::{create_dir_durable, fsync_dir};
 use crate::journal::manifest::Manifest;
@@ -368,6 +368,23 @@ impl Backend for Local {
     async fn pause_key(&self, queue: &str, key: &str, for_: Duration) -> Result<()> {
         let (q, k) = (queue.to_string(), key.to_string());
         self.call(|r| Cmd::PauseKey(q, k, for_, r)).await
+    }
+    async fn cancel(&self, ids: Vec<JobId>) -> Result<Vec<CancelOutcome>> {
+        self.call(|r| Cmd::Cancel(ids, r)).await
+    }
+    async fn cancel_where(&self, queue: &str, state: JobState, kind: Option<&str>) -> Result<u64> {
+        let (q, k) = (queue.to_string(), kind.map(str::to_string));
+        self.call(|r| Cmd::CancelWhere(q, state, k, r)).await
+    }
+    async fn postpone(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        delay: Duration,
+        reason: String,
+    ) -> Result<FailOutcome> {
+        self.call(|r| Cmd::Postpone(id, token, delay, reason, r))
+            .await
     }
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()

@@ -60,13 +60,46 @@ pub struct QueueConfig {
     pub retry: RetryPolicy,
     /// Completed jobs kept for inspection (default 1,000).
     pub keep_completed: usize,
+    /// Completed jobs older than this (since they completed) are dropped (default: none, the
+    /// count alone bounds them).
+    pub keep_completed_for: Option<Duration>,
+    /// Dead letters kept, the oldest dropped first (default: no bound).
+    pub keep_dead: Option<usize>,
+    /// Dead letters older than this (since they died) are dropped (default: kept until purged).
+    pub keep_dead_for: Option<Duration>,
+    /// Total time one job may be postponed by retry-after answers without counting attempts
+    /// (default 1 h); a postponement past it counts as a failed attempt.
+    pub max_postpone: Duration,
 }
+
+impl QueueConfig {
+    /// Checks the durations of the retention and postponement settings.
+    fn validate_extra(&self) -> Result<()> {
+        crate::duration::check("max postpone", self.max_postpone)?;
+        for (what, d) in [
+            ("completed retention age", self.keep_completed_for),
+            ("dead-letter retention age", self.keep_dead_for),
+        ] {
+            if let Some(d) = d {
+                crate::duration::check(what, d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Default [`QueueConfig::max_postpone`].
+pub const DEFAULT_MAX_POSTPONE: Duration = Duration::from_secs(3600);
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             retry: RetryPolicy::default(),
             keep_completed: 1000,
+            keep_completed_for: None,
+            keep_dead: None,
+            keep_dead_for: None,
+            max_postpone: DEFAULT_MAX_POSTPONE,
         }
     }
 }
@@ -128,9 +161,11 @@ impl Options {
             )));
         }
         self.defaults.retry.validate()?;
+        self.defaults.validate_extra()?;
         for (name, q) in &self.queues {
             validate_queue_name(name)?;
             q.retry.validate()?;
+            q.validate_extra()?;
         }
         if self.cache_bytes < (1 << 20) {
             return Err(Error::invalid("cache size must be at least 1 MiB"));

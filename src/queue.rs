@@ -25,8 +25,8 @@ use tokio::sync::broadcast;
 use crate::backend::{Backend, ReserveRequest};
 use crate::error::Result;
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, NewJob, RetryPolicy, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, NewJob,
+    RetryPolicy, Selection, Timestamp,
 };
 use crate::options::{FsyncPolicy, Options, QueueConfig};
 use crate::stats::{Event, Stats};
@@ -120,6 +120,43 @@ impl Queue {
         self.backend
             .heartbeat(lease.job.id, lease.token, extend)
             .await
+    }
+
+    /// Ends a leased attempt without counting it (a server's retry-after): the job runs again
+    /// after `delay`, its partition key waiting with it. Past the queue's total postponement
+    /// budget per job ([`QueueConfig::max_postpone`], default 1 h) it counts as a failed
+    /// attempt instead.
+    pub async fn postpone(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        reason: impl Into<String>,
+    ) -> Result<FailOutcome> {
+        self.backend
+            .postpone(lease.job.id, lease.token, delay, reason.into())
+            .await
+    }
+
+    /// Cancels one job: a waiting, delayed or dead job is deleted; a running one is dropped
+    /// when its attempt ends. Unknown or completed ids say so in the outcome.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        let mut v = self.backend.cancel(vec![id]).await?;
+        Ok(v.pop().unwrap_or(CancelOutcome::NotFound))
+    }
+
+    /// Cancels several jobs; one outcome per id, in order.
+    pub async fn cancel_many(&self, ids: Vec<JobId>) -> Result<Vec<CancelOutcome>> {
+        self.backend.cancel(ids).await
+    }
+
+    /// Cancels every job of `queue` in `state` (optionally of one kind); returns how many.
+    pub async fn cancel_where(
+        &self,
+        queue: &str,
+        state: JobState,
+        kind: Option<&str>,
+    ) -> Result<u64> {
+        self.backend.cancel_where(queue, state, kind).await
     }
 
     /// Returns a leased job to waiting without counting the attempt.

@@ -99,6 +99,7 @@ impl JobMeta {
             run_at: self.run_at,
             finished_at: self.finished_at,
             errors: self.errors,
+            timeout: None,
         }
     }
 }
@@ -133,6 +134,28 @@ pub enum Change {
     Expired,
     /// Dead letters were put back to waiting.
     Requeued,
+    /// A lease was given back with a delay (a server's retry-after) without counting the
+    /// attempt.
+    Postponed,
+}
+
+/// What a job carries beyond [`JobMeta`] (appended to the format in a record of its own, so
+/// journals written before it still decode). A job without one has the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobExt {
+    /// Per-attempt execution timeout in milliseconds (`None`: the pool's, if any).
+    pub timeout_ms: Option<u64>,
+    /// Total time the job was postponed without counting an attempt (retry-after).
+    pub postponed_ms: u64,
+    /// Cancel was asked while the job ran: when its attempt ends it is dropped, not retried.
+    pub cancelled: bool,
+}
+
+impl JobExt {
+    /// True when the job carries nothing beyond the default.
+    pub fn is_default(&self) -> bool {
+        *self == JobExt::default()
+    }
 }
 
 /// One journal record body.
@@ -190,6 +213,28 @@ pub enum Op {
     NextId {
         /// Next id to hand out.
         next: u64,
+    },
+    // Variants below were added after format 1 was first released: append only, so every
+    // journal written before still decodes to the same ops.
+    /// Overwrite a job's extension (written with the job's `Enqueue`/`Update` in a `Group`,
+    /// and by base snapshots). The default extension removes the entry.
+    Ext {
+        /// The job.
+        id: JobId,
+        /// Its whole extension.
+        ext: JobExt,
+    },
+    /// Cancelled jobs: deleted, with the dedup entries that pointed to them.
+    Cancel {
+        /// Ids.
+        ids: Vec<JobId>,
+        /// (queue, dedup key) pairs released with them.
+        dedup: Vec<(String, String)>,
+    },
+    /// Several ops that apply as one record (all or none, even across a crash).
+    Group {
+        /// The ops, applied in order; never empty, never nested.
+        ops: Vec<Op>,
     },
 }
 

@@ -10,6 +10,7 @@
 //! "p" id:u64              -> payload bytes                       larger payloads only
 //! "d" queue 0x00 key      -> bincode (JobId, Timestamp expires)
 //! "q" queue               -> [paused: u8]
+//! "x" id:u64              -> bincode JobExt (jobs with a non-default extension only)
 //! ```
 //! Applying a group of records first folds them into an overlay (last state per job), so a job
 //! enqueued, reserved and acked within one group costs one sled write; `Update` keeps the stored
@@ -41,7 +42,7 @@ use sled::IVec;
 use crate::error::{Error, Result};
 use crate::job::{JobId, Timestamp};
 use crate::journal::writer::Staged;
-use crate::record::{JobMeta, NewRecord, Op};
+use crate::record::{JobExt, JobMeta, NewRecord, Op};
 
 /// Version of the state layout.
 pub const STATE_VERSION: u32 = 1;
@@ -167,6 +168,12 @@ fn job_key(id: JobId) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'j';
     k[1..].copy_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn ext_key(id: JobId) -> [u8; 9] {
+    let mut k = job_key(id);
+    k[0] = b'x';
     k
 }
 
@@ -755,6 +762,29 @@ impl Store {
                 for id in ids {
                     jobs.insert(*id, None);
                     b.del(&payload_key(*id));
+                    b.del(&ext_key(*id));
+                }
+            }
+            Op::Cancel { ids, dedup } => {
+                for id in ids {
+                    jobs.insert(*id, None);
+                    b.del(&payload_key(*id));
+                    b.del(&ext_key(*id));
+                }
+                for (q, k) in dedup {
+                    b.del(&dedup_key(q, k));
+                }
+            }
+            Op::Ext { id, ext } => {
+                if ext.is_default() {
+                    b.del(&ext_key(*id));
+                } else {
+                    b.put(&ext_key(*id), &enc(ext)?);
+                }
+            }
+            Op::Group { ops } => {
+                for op in ops {
+                    self.stage(b, jobs, op)?;
                 }
             }
             Op::Dedup {
@@ -833,6 +863,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Every job's non-default extension.
+    pub fn exts(&self) -> Result<Vec<(JobId, JobExt)>> {
+        let mut out = Vec::new();
+        self.scan(b"x", |k, v| {
+            let Some(id) = k.get(1..9).and_then(|b| b.try_into().ok()) else {
+                return Ok(());
+            };
+            out.push((JobId(u64::from_be_bytes(id)), dec(v, "job extension")?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Names of paused queues.
     pub fn paused(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -882,7 +925,12 @@ impl Store {
                     dedup_expires: None,
                 },
             })
-        })
+        })?;
+        // After the jobs: replaying a base applies each extension on top of its job.
+        for (id, ext) in self.exts()? {
+            f(Op::Ext { id, ext })?;
+        }
+        Ok(())
     }
 
     /// Flushes sled's buffers to the OS (not durable by itself; see module docs). While

@@ -209,6 +209,7 @@ async fn library_case(q: &Queue, n: usize, f: Field, d: Duration) {
                                 let _ = run_at.to_rfc3339();
                             }
                             FailOutcome::Dead => panic!("retries left"),
+                            FailOutcome::Cancelled => panic!("nothing was cancelled"),
                         }
                         assert_eq!(list_formats(q, &queue).await, 1);
                     }
@@ -283,6 +284,7 @@ async fn library_case(q: &Queue, n: usize, f: Field, d: Duration) {
                         assert_eq!(list_formats(q, &queue).await, 1);
                     }
                     Ok(FailOutcome::Dead) => panic!("retries left"),
+                    Ok(FailOutcome::Cancelled) => panic!("nothing was cancelled"),
                     Err(err) => {
                         assert!(!ok, "retry_after {d:?} refused: {err}");
                         assert_names(&err, "retry_after");
@@ -386,6 +388,7 @@ fn far_future_times_list_without_panic() {
         match q.fail(&l, "boom").await.unwrap() {
             FailOutcome::Retrying { run_at } => assert_eq!(run_at, Timestamp(u64::MAX)),
             FailOutcome::Dead => panic!("retries left"),
+            FailOutcome::Cancelled => panic!("nothing was cancelled"),
         }
         assert_eq!(list_formats(&q, "far").await, 2);
         let _ = q.stats().await.unwrap();

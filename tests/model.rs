@@ -333,6 +333,7 @@ fn lease_of(id: u64, token: u64) -> durq::Lease {
             run_at: Timestamp(0),
             finished_at: None,
             errors: Vec::new(),
+            timeout: None,
         },
         token: durq::LeaseToken(token),
         expires_at: Timestamp(0),

@@ -21,7 +21,7 @@ use durq::job::{
     AttemptError, JobId, JobState, Priority, RetryPolicy, Timestamp, MAX_ERROR_TEXT, MAX_QUEUE_NAME,
 };
 use durq::journal::format::{encode_record, MAX_RECORD};
-use durq::record::{Change, JobMeta, LeaseInfo, NewRecord, Op, CLAIM_PER_BYTE};
+use durq::record::{Change, JobExt, JobMeta, LeaseInfo, NewRecord, Op, CLAIM_PER_BYTE};
 use durq::{Error, NewJob};
 use proptest::prelude::*;
 
@@ -118,7 +118,31 @@ fn change() -> impl Strategy<Value = Change> {
         Change::Released,
         Change::Expired,
         Change::Requeued,
+        Change::Postponed,
     ])
+}
+
+fn job_ext() -> impl Strategy<Value = JobExt> {
+    (prop::option::of(big()), big(), any::<bool>()).prop_map(
+        |(timeout_ms, postponed_ms, cancelled)| JobExt {
+            timeout_ms,
+            postponed_ms,
+            cancelled,
+        },
+    )
+}
+
+/// The variants appended after format 1 was first released.
+fn later_op() -> BoxedStrategy<Op> {
+    prop_oneof![
+        (big(), job_ext()).prop_map(|(id, ext)| Op::Ext { id: JobId(id), ext }),
+        (
+            prop::collection::vec(big().prop_map(JobId), 0..200),
+            prop::collection::vec((queue_name(), text(MAX_NAME)), 0..20),
+        )
+            .prop_map(|(ids, dedup)| Op::Cancel { ids, dedup }),
+    ]
+    .boxed()
 }
 
 fn retry() -> impl Strategy<Value = RetryPolicy> {
@@ -284,6 +308,22 @@ fn any_op() -> BoxedStrategy<Op> {
             .prop_map(|rec| Op::Snapshot { rec })
             .boxed(),
         big().prop_map(|next| Op::NextId { next }).boxed(),
+        later_op(),
+        // A group as the engine writes it: an enqueue or an update, then extensions.
+        (
+            prop_oneof![
+                batch(1..=5, SMALL).prop_map(|jobs| Op::Enqueue { jobs }),
+                (prop::collection::vec(meta(SMALL), 1..3), change())
+                    .prop_map(|(metas, change)| Op::Update { metas, change }),
+            ],
+            prop::collection::vec(later_op(), 0..6),
+        )
+            .prop_map(|(first, rest)| {
+                let mut ops = vec![first];
+                ops.extend(rest);
+                Op::Group { ops }
+            })
+            .boxed(),
     ]
     .boxed()
 }
@@ -611,6 +651,43 @@ fn seed_ops() -> Vec<(&'static str, Op)> {
             }),
         ),
         ("next-id", Op::NextId { next: u64::MAX }),
+        (
+            "ext",
+            Op::Ext {
+                id: JobId(u64::MAX),
+                ext: JobExt {
+                    timeout_ms: Some(30_000),
+                    postponed_ms: 1000,
+                    cancelled: true,
+                },
+            },
+        ),
+        (
+            "cancel",
+            Op::Cancel {
+                ids: vec![JobId(1), JobId(u64::MAX)],
+                dedup: vec![("q".into(), "k".into())],
+            },
+        ),
+        (
+            "group",
+            Op::Group {
+                ops: vec![
+                    gen(&|| {
+                        batch(1..=2, small)
+                            .prop_map(|jobs| Op::Enqueue { jobs })
+                            .boxed()
+                    }),
+                    Op::Ext {
+                        id: JobId(9),
+                        ext: JobExt {
+                            timeout_ms: Some(5),
+                            ..JobExt::default()
+                        },
+                    },
+                ],
+            },
+        ),
     ]
 }
 
@@ -687,5 +764,31 @@ fn only_the_canonical_spelling_decodes() {
     let trailing = Op::decode(&[7, 5, 0]).unwrap_err();
     assert!(trailing.contains("trailing"), "{trailing}");
     assert!(Op::decode(&[7]).is_err());
-    assert!(Op::decode(&[8, 0]).is_err(), "no variant 8");
+    assert!(Op::decode(&[11, 0]).is_err(), "no variant 11");
+}
+
+#[test]
+fn appended_variants_keep_every_earlier_index() {
+    // Format 1's variants keep their indexes (old journals decode unchanged); the later ones
+    // follow: 8 Ext, 9 Cancel, 10 Group; Change::Postponed is 7.
+    assert_eq!(Op::NextId { next: 5 }.encode().unwrap(), [7, 5]);
+    let ext = Op::Ext {
+        id: JobId(1),
+        ext: JobExt::default(),
+    };
+    assert_eq!(ext.encode().unwrap(), [8, 1, 0, 0, 0]);
+    let cancel = Op::Cancel {
+        ids: vec![JobId(2)],
+        dedup: Vec::new(),
+    };
+    assert_eq!(cancel.encode().unwrap(), [9, 1, 2, 0]);
+    let group = Op::Group {
+        ops: vec![Op::Delete { ids: vec![] }],
+    };
+    assert_eq!(group.encode().unwrap(), [10, 1, 2, 0]);
+    let upd = Op::Update {
+        metas: vec![],
+        change: Change::Postponed,
+    };
+    assert_eq!(upd.encode().unwrap(), [1, 0, 7]);
 }

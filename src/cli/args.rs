@@ -92,6 +92,9 @@ pub enum Command {
     Pause(QueueArg),
     /// Resume a paused queue.
     Resume(QueueArg),
+    /// Cancel waiting, delayed or dead jobs by id (running ones: when their attempt ends), or
+    /// every job of a queue in one state with --queue and --state.
+    Cancel(CancelArgs),
     /// Check the journal for damage; --repair salvages every intact record.
     Check(CheckArgs),
     /// Measure enqueue / reserve / ack throughput against a raw append + fdatasync baseline.
@@ -180,6 +183,11 @@ pub struct WorkArgs {
     /// Log lines as text or as JSON objects (one per line, on stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Per-attempt execution timeout for jobs without their own: a job still running after
+    /// it is stopped (--exec: SIGTERM to its process group, SIGKILL 5 s later) and the attempt
+    /// fails with "timed out after DUR" (retried per the job's policy).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub timeout: Option<Duration>,
 }
 
 /// How log lines are written.
@@ -189,6 +197,23 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (for journald, Loki, …).
     Json,
+}
+
+/// `durq cancel`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct CancelArgs {
+    /// Job ids.
+    #[arg(value_parser = job_id, required_unless_present = "queue", conflicts_with = "queue")]
+    pub ids: Vec<JobId>,
+    /// Cancel by filter: every job of this queue in --state.
+    #[arg(long, value_parser = queue_name, requires = "state")]
+    pub queue: Option<String>,
+    /// With --queue: waiting, delayed, active or dead.
+    #[arg(long, value_parser = state, requires = "queue")]
+    pub state: Option<JobState>,
+    /// With --queue: only jobs of this kind.
+    #[arg(long, requires = "queue")]
+    pub kind: Option<String>,
 }
 
 /// `durq watch`.
@@ -380,6 +405,8 @@ pub enum ClientCmd {
     Pause(QueueArg),
     /// `resume`.
     Resume(QueueArg),
+    /// `cancel`.
+    Cancel(CancelArgs),
 }
 
 impl ClientCmd {

@@ -6,7 +6,7 @@ use crate::queue::Queue;
 
 use super::args::ClientCmd;
 use super::sink::Io;
-use super::{daemon, enqueue, inspect, CliError, Globals};
+use super::{cancel, daemon, enqueue, inspect, CliError, Globals};
 
 /// The queue a command works on: already open (the daemon), or opened on first use.
 pub struct Ctx {
@@ -90,5 +90,6 @@ pub async fn execute(
         ClientCmd::Dlq(a) => inspect::dlq(a, json, ctx, io).await,
         ClientCmd::Pause(a) => inspect::set_paused(&a.queue, true, json, ctx, io).await,
         ClientCmd::Resume(a) => inspect::set_paused(&a.queue, false, json, ctx, io).await,
+        ClientCmd::Cancel(a) => cancel::run(a, json, ctx, io).await,
     }
 }

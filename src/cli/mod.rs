@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod cancel;
 pub mod check;
 pub mod client;
 pub mod config;
@@ -153,6 +154,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Dlq { action } => client::run(&g, ClientCmd::Dlq(action)).await,
         Command::Pause(a) => client::run(&g, ClientCmd::Pause(a)).await,
         Command::Resume(a) => client::run(&g, ClientCmd::Resume(a)).await,
+        Command::Cancel(a) => client::run(&g, ClientCmd::Cancel(a)).await,
         Command::Work(a) => work::run(&g, a).await.map(|()| 0),
         Command::Watch(a) => watch::run(&g, a).await.map(|()| 0),
         Command::Serve(a) => serve::run(&g, a).await.map(|()| 0),

@@ -56,6 +56,10 @@ pub async fn run(g: &Globals, a: WorkArgs) -> Result<(), CliError> {
             Some(r) => builder.rate_limit_key(r),
             None => builder,
         };
+        let builder = match a.timeout {
+            Some(t) => builder.timeout(t),
+            None => builder,
+        };
         let builder = match &a.exec {
             Some(cmd) => builder.shell(cmd.clone()),
             None => builder.default_handler(handler_fn(|job| async move {

@@ -11,6 +11,8 @@
 //! - Ready order per queue and kind: priority descending, then ready time, then id.
 //! - For a partition key, only the FIFO's head may be ready, delayed or active; the jobs behind
 //!   it wait in enqueue order and are not in any ready set.
+//! - `ext` holds exactly the non-default extensions of the stored jobs (`Op::Ext`), so reads
+//!   and reserves never look them up on disk.
 //! - `pending` (per queue, run_at → count) counts every waiting or delayed job, so waiting vs
 //!   delayed counts and the oldest waiting age come from it.
 
@@ -18,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::job::{JobId, Priority};
-use crate::record::JobMeta;
+use crate::record::{JobExt, JobMeta};
 
 /// Ready-set key: priority descending, then ready time, then id.
 pub type ReadyKey = (Reverse<u8>, u64, JobId);
@@ -72,11 +74,30 @@ pub struct QueueMem {
     pub pending: BTreeMap<u64, u32>,
     pub pending_total: u64,
     pub active: u64,
-    pub dead: BTreeSet<JobId>,
-    pub completed: VecDeque<JobId>,
+    /// Dead letters → when they died (use [`QueueMem::add_dead`] / [`QueueMem::remove_dead`]).
+    pub dead: BTreeMap<JobId, u64>,
+    /// (died at, id) of the dead letters, oldest first (retention by age and count).
+    pub dead_by_time: BTreeSet<(u64, JobId)>,
+    /// Completed jobs as (finished at, id), oldest first.
+    pub completed: VecDeque<(u64, JobId)>,
 }
 
 impl QueueMem {
+    pub fn add_dead(&mut self, id: JobId, at: u64) {
+        if let Some(old) = self.dead.insert(id, at) {
+            self.dead_by_time.remove(&(old, id));
+        }
+        self.dead_by_time.insert((at, id));
+    }
+    pub fn remove_dead(&mut self, id: JobId) -> bool {
+        match self.dead.remove(&id) {
+            Some(at) => {
+                self.dead_by_time.remove(&(at, id));
+                true
+            }
+            None => false,
+        }
+    }
     pub fn pending_add(&mut self, run_at: u64) {
         *self.pending.entry(run_at).or_insert(0) += 1;
         self.pending_total += 1;
@@ -126,6 +147,8 @@ pub struct Mem {
     /// (gate seq, id) of jobs that could run but whose record is not yet durable.
     pub gated: BTreeSet<(u64, JobId)>,
     pub gated_slots: HashMap<JobId, Slot>,
+    /// Jobs with a non-default extension (timeout, postponement, cancel asked), as stored.
+    pub ext: HashMap<JobId, JobExt>,
 }
 
 impl Mem {

@@ -19,8 +19,10 @@
 //!   set ([`mem::Mem::set_durable`]). Listings and stats show such jobs at once.
 //! - Heartbeats are not journaled; a reload keeps the lease expiries they extended.
 
+mod cancel;
 pub mod mem;
 mod ops;
+mod retention;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +37,8 @@ use crate::backend::ReserveRequest;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::job::{
-    Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken, NewJob, Selection,
-    Timestamp,
+    CancelOutcome, Enqueued, FailAction, FailOutcome, Job, JobId, JobState, Lease, LeaseToken,
+    NewJob, Selection, Timestamp,
 };
 use crate::journal::writer::{self, Batch, Reply, Staged};
 use crate::options::Options;
@@ -76,6 +78,20 @@ pub enum Cmd {
     Purge(String, Selection, oneshot::Sender<Result<u64>>),
     SetPaused(String, bool, oneshot::Sender<Result<()>>),
     PauseKey(String, String, Duration, oneshot::Sender<Result<()>>),
+    Cancel(Vec<JobId>, oneshot::Sender<Result<Vec<CancelOutcome>>>),
+    CancelWhere(
+        String,
+        JobState,
+        Option<String>,
+        oneshot::Sender<Result<u64>>,
+    ),
+    Postpone(
+        JobId,
+        LeaseToken,
+        Duration,
+        String,
+        oneshot::Sender<Result<FailOutcome>>,
+    ),
     /// The writer failed an append; the journal ends at this seq.
     WriterFailed(u64),
     Shutdown(oneshot::Sender<Result<()>>),
@@ -122,6 +138,8 @@ pub struct Engine {
     /// Wakes the engine when `durable` moves (bounded to one pending wake).
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
+    /// When retention by age was last applied.
+    last_trim: u64,
 }
 
 impl Engine {
@@ -164,6 +182,7 @@ impl Engine {
             durable: Arc::new(AtomicU64::new(last_seq)),
             wake_tx,
             wake_rx,
+            last_trim: 0,
         };
         e.mem.durable = last_seq;
         if gating {
@@ -284,6 +303,9 @@ impl Engine {
             Cmd::PauseKey(q, k, d, reply) => {
                 let _ = reply.send(self.pause_key(&q, &k, d));
             }
+            Cmd::Cancel(ids, reply) => self.cancel(ids, reply),
+            Cmd::CancelWhere(q, st, kind, reply) => self.cancel_where(&q, st, kind, reply),
+            Cmd::Postpone(id, tok, d, why, reply) => self.postpone(id, tok, d, why, reply),
             Cmd::WriterFailed(last) => self.writer_failed(last),
             Cmd::Shutdown(reply) => self.shutdown(reply),
         }
@@ -300,7 +322,14 @@ impl Engine {
     fn stage_encoded(&mut self, op: Op, bytes: Vec<u8>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        match &op {
+        self.remember_op(seq, &op);
+        self.staged.push(Staged { seq, op, bytes });
+        seq
+    }
+
+    /// Remembers the jobs an op touches (for reads until sled has it).
+    fn remember_op(&mut self, seq: u64, op: &Op) {
+        match op {
             Op::Enqueue { jobs } => {
                 for j in jobs {
                     self.remember(
@@ -316,15 +345,18 @@ impl Engine {
                     self.remember(seq, m.id, Some(m.clone()), None);
                 }
             }
-            Op::Delete { ids } => {
+            Op::Delete { ids } | Op::Cancel { ids, .. } => {
                 for id in ids {
                     self.remember(seq, *id, None, None);
                 }
             }
+            Op::Group { ops } => {
+                for op in ops {
+                    self.remember_op(seq, op);
+                }
+            }
             _ => {}
         }
-        self.staged.push(Staged { seq, op, bytes });
-        seq
     }
 
     fn remember(

@@ -14,7 +14,7 @@ use crate::job::{
     validate_queue_name, AttemptError, Enqueued, FailAction, FailOutcome, Job, JobId, JobState,
     Lease, LeaseToken, NewJob, Selection, Timestamp,
 };
-use crate::record::{Change, JobMeta, LeaseInfo, NewRecord, Op};
+use crate::record::{Change, JobExt, JobMeta, LeaseInfo, NewRecord, Op};
 use crate::stats::{Event, QueueStats, Stats};
 
 impl Engine {
@@ -58,6 +58,7 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::with_capacity(jobs.len());
         let mut recs = Vec::with_capacity(jobs.len());
+        let mut exts = Vec::new();
         // Dedup keys claimed earlier in this same batch.
         let mut claimed: std::collections::HashMap<(u32, String), JobId> =
             std::collections::HashMap::new();
@@ -126,6 +127,13 @@ impl Engine {
             if let Some((dk, _)) = &j.dedup {
                 claimed.insert((q, dk.clone()), id);
             }
+            if let Some(t) = j.timeout {
+                let ext = JobExt {
+                    timeout_ms: Some(duration::millis(t).max(1)),
+                    ..JobExt::default()
+                };
+                exts.push(Op::Ext { id, ext });
+            }
             out.push(Enqueued {
                 id,
                 duplicate: false,
@@ -141,16 +149,33 @@ impl Engine {
         }
         // Encode first (a record that could not be written is refused with nothing changed),
         // then index the jobs and stage the one atomic record.
-        let op = Op::Enqueue { jobs: recs };
+        // Jobs with an extension (a timeout) are written with it in one atomic group.
+        let op = if exts.is_empty() {
+            Op::Enqueue { jobs: recs }
+        } else {
+            let mut ops = vec![Op::Enqueue { jobs: recs }];
+            ops.extend(exts);
+            Op::Group { ops }
+        };
         let bytes = op.encode().inspect_err(|_| {
             // Queues first seen in this refused batch are forgotten too.
             for qm in self.mem.queues.drain(queues_before..) {
                 self.mem.queue_ids.remove(&qm.name);
             }
         })?;
-        let Op::Enqueue { jobs: recs } = &op else {
-            unreachable!("built as an enqueue just above")
+        let (recs, exts) = match &op {
+            Op::Enqueue { jobs } => (jobs, &[][..]),
+            Op::Group { ops } => match ops.split_first() {
+                Some((Op::Enqueue { jobs }, rest)) => (jobs, rest),
+                _ => unreachable!("built as a group led by an enqueue just above"),
+            },
+            _ => unreachable!("built as an enqueue just above"),
         };
+        for e in exts {
+            if let Op::Ext { id, ext } = e {
+                self.mem.ext.insert(*id, ext.clone());
+            }
+        }
         // The record is staged next: its seq gates the jobs under `always`.
         let gate = self.gate_for(0);
         for r in recs {
@@ -289,15 +314,17 @@ impl Engine {
             attempt: meta.attempts,
             waited: Duration::from_millis(now.saturating_sub(ready_at)),
         });
+        let mut job = meta.into_job(payload);
+        job.timeout = self.timeout_of(id);
         Ok(Some(Lease {
-            job: meta.into_job(payload),
+            job,
             token: LeaseToken(token),
             expires_at: Timestamp(until),
         }))
     }
 
     /// Removes an active job whose token matches.
-    fn take_active(&mut self, id: JobId, token: LeaseToken) -> Result<Active> {
+    pub(super) fn take_active(&mut self, id: JobId, token: LeaseToken) -> Result<Active> {
         match self.mem.active.get(&id) {
             Some(a) if a.token == token.0 => {}
             _ => return Err(Error::LeaseLost { id: id.to_string() }),
@@ -324,6 +351,9 @@ impl Engine {
     fn ack_inner(&mut self, id: JobId, token: LeaseToken) -> Result<()> {
         let a = self.take_active(id, token)?;
         let now = self.now();
+        if self.cancel_asked(id) {
+            return self.drop_cancelled(&a.meta, a.queue, now);
+        }
         let mut meta = a.meta;
         let took = meta
             .lease
@@ -335,10 +365,10 @@ impl Engine {
         let q = a.queue;
         let keep = self.opts.queue_config(&meta.queue).keep_completed;
         let qm = &mut self.mem.queues[q as usize];
-        qm.completed.push_back(id);
+        qm.completed.push_back((now, id));
         let mut drop = Vec::new();
         while qm.completed.len() > keep {
-            if let Some(old) = qm.completed.pop_front() {
+            if let Some((_, old)) = qm.completed.pop_front() {
                 drop.push(old);
             }
         }
@@ -356,6 +386,9 @@ impl Engine {
             change: Change::Acked,
         })?;
         if !drop.is_empty() {
+            for id in &drop {
+                self.mem.ext.remove(id);
+            }
             self.stage(Op::Delete { ids: drop })?;
         }
         Ok(())
@@ -403,6 +436,10 @@ impl Engine {
         change: Change,
     ) -> Result<FailOutcome> {
         let id = meta.id;
+        if self.cancel_asked(id) {
+            self.drop_cancelled(&meta, q, now)?;
+            return Ok(FailOutcome::Cancelled);
+        }
         meta.lease = None;
         meta.errors.push(AttemptError {
             attempt: meta.attempts,
@@ -424,10 +461,11 @@ impl Engine {
             },
         };
         let final_change = match outcome {
+            FailOutcome::Cancelled => unreachable!("a cancel-asked job returned above"),
             FailOutcome::Dead => {
                 meta.state = JobState::Dead;
                 meta.finished_at = Some(Timestamp(now));
-                self.mem.queues[q as usize].dead.insert(id);
+                self.mem.queues[q as usize].add_dead(id, now);
                 if let Some(key) = &meta.key {
                     self.mem.key_release(q, key, id, now);
                 }
@@ -466,6 +504,9 @@ impl Engine {
             metas: vec![meta],
             change: final_change,
         })?;
+        if outcome == FailOutcome::Dead {
+            self.trim_dead_count(q);
+        }
         Ok(outcome)
     }
 
@@ -481,6 +522,10 @@ impl Engine {
             Some(a) if a.token == token.0 => a,
             _ => return Err(Error::LeaseLost { id: id.to_string() }),
         };
+        if self.mem.ext.get(&id).is_some_and(|e| e.cancelled) {
+            // The lease still holds (ack/fail drop the job); the holder should stop now.
+            return Err(Error::Cancelled { id: id.to_string() });
+        }
         let until = now.saturating_add(duration::millis(d).max(1));
         self.mem.leases.remove(&(a.until, id));
         a.until = until;
@@ -508,6 +553,9 @@ impl Engine {
     pub(super) fn release_inner(&mut self, id: JobId, token: LeaseToken) -> Result<()> {
         let a = self.take_active(id, token)?;
         let now = self.now();
+        if self.cancel_asked(id) {
+            return self.drop_cancelled(&a.meta, a.queue, now);
+        }
         let mut meta = a.meta;
         meta.attempts = meta.attempts.saturating_sub(1);
         meta.state = JobState::Waiting;
@@ -525,7 +573,9 @@ impl Engine {
     /// A job as the public sees it: waiting vs delayed decided by its run time.
     fn public(&self, meta: JobMeta, now: u64) -> Result<Job> {
         let payload = self.payload(meta.id)?;
+        let id = meta.id;
         let mut job = meta.into_job(payload);
+        job.timeout = self.timeout_of(id);
         if matches!(job.state, JobState::Waiting | JobState::Delayed) {
             job.state = if job.run_at.0 > now {
                 JobState::Delayed
@@ -635,11 +685,12 @@ impl Engine {
                             .completed
                             .iter()
                             .rev()
+                            .map(|(_, id)| *id)
                             .take(room),
                     );
                 }
                 JobState::Dead => {
-                    ids.extend(self.mem.queues[q as usize].dead.iter().rev().take(room));
+                    ids.extend(self.mem.queues[q as usize].dead.keys().rev().take(room));
                 }
             }
         }
@@ -686,9 +737,9 @@ impl Engine {
         };
         let dead = &self.mem.queues[q as usize].dead;
         let ids = match sel {
-            Selection::All => dead.iter().copied().collect(),
+            Selection::All => dead.keys().copied().collect(),
             Selection::Ids(ids) => {
-                if let Some(missing) = ids.iter().find(|id| !dead.contains(id)) {
+                if let Some(missing) = ids.iter().find(|id| !dead.contains_key(id)) {
                     return Err(Error::invalid(format!(
                         "job {missing} is not a dead letter of queue `{queue}`; list them with `durq dlq list {queue}`"
                     )));
@@ -731,7 +782,7 @@ impl Engine {
             let chunks = update_chunks(&metas);
             let gate = self.gate_for(chunks.len().saturating_sub(1) as u64);
             for meta in &metas {
-                self.mem.queues[q as usize].dead.remove(&meta.id);
+                self.mem.queues[q as usize].remove_dead(meta.id);
                 let mut slot = self.mem.slot_of(meta);
                 slot.gate = gate;
                 self.mem.arrive(meta.id, slot, now);
@@ -743,6 +794,25 @@ impl Engine {
                     metas: metas[range].to_vec(),
                     change: Change::Requeued,
                 })?;
+            }
+            // A requeued job starts afresh: its postponement budget too (its timeout stays).
+            for meta in &metas {
+                let Some(ext) = self.mem.ext.get(&meta.id) else {
+                    continue;
+                };
+                if ext.postponed_ms == 0 {
+                    continue;
+                }
+                let ext = JobExt {
+                    postponed_ms: 0,
+                    ..ext.clone()
+                };
+                if ext.is_default() {
+                    self.mem.ext.remove(&meta.id);
+                } else {
+                    self.mem.ext.insert(meta.id, ext.clone());
+                }
+                self.stage(Op::Ext { id: meta.id, ext })?;
             }
             self.emit(Event::Requeued {
                 queue: queue.to_string(),
@@ -770,7 +840,8 @@ impl Engine {
                 return Ok(0);
             }
             for id in &ids {
-                self.mem.queues[q as usize].dead.remove(id);
+                self.mem.queues[q as usize].remove_dead(*id);
+                self.mem.ext.remove(id);
             }
             let n = ids.len() as u64;
             for chunk in ids.chunks(16384) {
@@ -903,14 +974,16 @@ impl Engine {
                     .or_default()
                     .push((meta.finished_at.map(|t| t.0).unwrap_or(0), meta.id)),
                 JobState::Dead => {
-                    mem.queues[q as usize].dead.insert(meta.id);
+                    let at = meta.finished_at.map(|t| t.0).unwrap_or(0);
+                    mem.queues[q as usize].add_dead(meta.id, at);
                 }
             }
             Ok(())
         })?;
+        mem.ext = self.store.exts()?.into_iter().collect();
         for (q, mut v) in completed {
             v.sort();
-            mem.queues[q as usize].completed = v.into_iter().map(|(_, id)| id).collect();
+            mem.queues[q as usize].completed = v.into_iter().collect();
         }
         // Rebuild each key's FIFO in its run-time order (see `KeyRank`): the holder first, so
         // exactly one job per key may run, then the rest in arrival order.

@@ -1,5 +1,6 @@
 //! Time-driven work of the engine: delayed jobs becoming ready, leases running out, key pauses
-//! ending, dedup keys expiring, and long-poll reserves being served or timing out.
+//! ending, dedup keys expiring, retention by age, and long-poll reserves being served or timing
+//! out.
 
 use super::Engine;
 use crate::record::Op;
@@ -101,6 +102,8 @@ impl Engine {
                 tracing::error!(error = %e, "cannot record expired dedup keys");
             }
         }
+        // Completed jobs and dead letters past their queue's retention age.
+        self.trim_by_age(now);
     }
 
     /// Answers waiting reserves: with a job when one is ready, with `None` at their deadline.

@@ -104,6 +104,28 @@ pub async fn get_job(State(s): State<AppState>, P(id): P<String>) -> Result<Json
     }
 }
 
+/// `DELETE /v1/jobs/{id}` cancels a job → 200 `{"id", "outcome": "cancelled"}` (waiting,
+/// delayed or dead: gone) or `"will_cancel"` (running: dropped when its attempt ends); 404 for
+/// an unknown id, 409 for a completed job.
+pub async fn cancel_job(
+    State(s): State<AppState>,
+    P(id): P<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: JobId = id.parse()?;
+    let o = s.queue.cancel(id).await?;
+    match o {
+        crate::CancelOutcome::NotFound => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            msg: format!("no job with id {id} (unknown, or cancelled or dropped already)"),
+        }),
+        crate::CancelOutcome::AlreadyFinished => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            msg: format!("job {id} already completed; there is nothing to cancel"),
+        }),
+        o => Ok(Json(json!({"id": id.to_string(), "outcome": o.as_str()}))),
+    }
+}
+
 /// `GET /v1/stats` → `{"queues": {...}, "totals": {...}}`.
 pub async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(stats_json(&s.queue.stats().await?, None)))

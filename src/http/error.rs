@@ -48,6 +48,8 @@ impl From<crate::Error> for ApiError {
             E::LeaseLost { .. } => StatusCode::CONFLICT,
             E::Closed => StatusCode::SERVICE_UNAVAILABLE,
             E::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
+            E::Cancelled { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -159,6 +159,7 @@ pub async fn fail(
             json!({"id": id.to_string(), "outcome": "retrying", "run_at": run_at.to_rfc3339()})
         }
         FailOutcome::Dead => json!({"id": id.to_string(), "outcome": "dead"}),
+        FailOutcome::Cancelled => json!({"id": id.to_string(), "outcome": "cancelled"}),
     }))
 }
 

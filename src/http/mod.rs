@@ -144,7 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{queue}/dlq/purge", post(api::dlq_purge))
         .route("/queues/{queue}/pause", post(api::pause))
         .route("/queues/{queue}/resume", post(api::resume))
-        .route("/jobs/{id}", get(api::get_job))
+        .route("/jobs/{id}", get(api::get_job).delete(api::cancel_job))
         .route("/reserve", post(lease::reserve))
         .route("/jobs/{id}/ack", post(lease::ack))
         .route("/jobs/{id}/fail", post(lease::fail))

@@ -28,6 +28,12 @@ pub enum Outcome {
     RetryAfter(Duration, String),
     /// The job can never succeed: straight to the dead letters.
     GiveUp(String),
+    /// Not now, and not the job's fault (a server's 429 `retry_after`): run it again after
+    /// this delay **without counting an attempt** ([`crate::Queue::postpone`]). Its partition
+    /// key waits with it (or, for a job without key, its kind is paused for the delay). Past
+    /// the queue's total postponement budget per job (default 1 h) it counts as
+    /// [`Outcome::RetryAfter`].
+    Postpone(Duration, String),
 }
 
 impl Outcome {

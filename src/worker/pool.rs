@@ -108,6 +108,15 @@ pub struct PoolBuilder {
     pub(super) breaker: Option<BreakerConfig>,
     pub(super) metrics: Option<Arc<Metrics>>,
     pub(super) tick: Duration,
+    pub(super) timeout: Option<Duration>,
+    pub(super) key_rules: Vec<KeyRule>,
+}
+
+/// A rate limit for the partition keys a predicate picks (e.g. Telegram groups: negative chat
+/// ids), besides the pool's per-key limit.
+pub(crate) struct KeyRule {
+    pub(crate) applies: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    pub(crate) per_sec: f64,
 }
 
 impl PoolBuilder {
@@ -132,6 +141,27 @@ impl PoolBuilder {
     /// Lease length per reserve (default 30 s); heartbeats extend it every third of it.
     pub fn lease(mut self, d: Duration) -> Self {
         self.lease = d;
+        self
+    }
+    /// Per-attempt execution timeout (default none) for jobs that do not carry their own
+    /// ([`crate::NewJob::timeout`]): a handler still running after it is cancelled (dropped;
+    /// a shell command's process group gets SIGTERM, then SIGKILL after a grace), and the
+    /// attempt fails with "timed out after D" and is retried per the job's policy.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Starts at most `per_sec` jobs per second for each partition key that `applies` picks,
+    /// on top of [`PoolBuilder::rate_limit_key`] (keys are limited one by one, like that one).
+    pub fn rate_limit_keys_where(
+        mut self,
+        applies: impl Fn(&str) -> bool + Send + Sync + 'static,
+        per_sec: f64,
+    ) -> Self {
+        self.key_rules.push(KeyRule {
+            applies: Box::new(applies),
+            per_sec,
+        });
         self
     }
     /// How long shutdown waits for running handlers (default 30 s).
@@ -211,7 +241,20 @@ impl PoolBuilder {
         if self.lease < Duration::from_millis(30) {
             return Err(Error::invalid("lease must be at least 30ms"));
         }
-        for r in [self.rate_queue, self.rate_key].into_iter().flatten() {
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(Error::invalid(
+                    "timeout must be longer than zero; leave it out for no timeout",
+                ));
+            }
+            crate::duration::check("timeout", t)?;
+        }
+        let rules = self.key_rules.iter().map(|r| r.per_sec);
+        for r in [self.rate_queue, self.rate_key]
+            .into_iter()
+            .flatten()
+            .chain(rules)
+        {
             if !(r.is_finite() && r > 0.0) {
                 return Err(Error::invalid(format!(
                     "rate limit {r} is not valid; use a positive number of jobs per second"
@@ -275,6 +318,8 @@ impl Pool {
             breaker: None,
             metrics: None,
             tick: Duration::from_millis(500),
+            timeout: None,
+            key_rules: Vec::new(),
         }
     }
 

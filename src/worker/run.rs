@@ -57,10 +57,8 @@ impl Shared {
             self.give_back(&lease, "circuit breaker open").await;
             return RunEnd::Next;
         }
-        if let (Some(lim), Some(key)) = (&self.key_limit, &lease.job.key) {
-            let scoped = format!("{}\u{0}{key}", lease.job.queue);
-            let r = lim.lock().take(&scoped, self.now());
-            if let Err(wait) = r {
+        if let Some(key) = &lease.job.key {
+            if let Some(wait) = self.key_wait(&lease.job.queue, key) {
                 // Hold the key back in the store, then give the job back: it stays the key's
                 // head, so the key's order is kept while other keys run.
                 if let Err(e) = self.queue.pause_key(&lease.job.queue, key, wait).await {
@@ -112,12 +110,32 @@ impl Shared {
         let mut task = Box::pin(AssertUnwindSafe(fut).catch_unwind());
         let beat = (self.lease / 3).max(std::time::Duration::from_millis(10));
         let mut next_beat = tokio::time::Instant::now() + beat;
+        // The job's own timeout, else the pool's; none: never fires.
+        let limit = lease.job.timeout.or(self.timeout);
+        let timer = async move {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timer);
         let end = loop {
             tokio::select! {
                 r = &mut task => break match r {
                     Ok(o) => Result_::Outcome(o),
                     Err(p) => Result_::Panic(panic_message(&*p)),
                 },
+                _ = &mut timer => {
+                    // Dropping the handler's future cancels it (a shell command's process
+                    // group is signalled as its guard drops).
+                    drop(task);
+                    let d = limit.unwrap_or_default();
+                    tracing::warn!(id = %lease.job.id, kind = %kind, "handler timed out after {}", humantime::format_duration(d));
+                    break Result_::Outcome(Outcome::Retry(format!(
+                        "timed out after {}",
+                        humantime::format_duration(d)
+                    )));
+                }
                 _ = tokio::time::sleep_until(next_beat) => {
                     next_beat = tokio::time::Instant::now() + beat;
                     match self.queue.heartbeat(&lease, self.lease).await {
@@ -127,6 +145,22 @@ impl Shared {
                             tracing::warn!(id = %lease.job.id, "lease lost while the handler ran; the job will run again");
                             self.breaker_abandon(&kind);
                             self.busy.fetch_sub(1, Ordering::Relaxed);
+                            return RunEnd::Next;
+                        }
+                        Err(Error::Cancelled { .. }) => {
+                            // Cancelled while it ran: stop the handler; the fail drops the job.
+                            drop(task);
+                            tracing::info!(id = %lease.job.id, "job cancelled while it ran; handler stopped");
+                            if let Err(e) = self
+                                .queue
+                                .fail_with(&lease, "cancelled while running", FailAction::GiveUp)
+                                .await
+                            {
+                                self.settle_error(&lease, e);
+                            }
+                            self.breaker_abandon(&kind);
+                            self.busy.fetch_sub(1, Ordering::Relaxed);
+                            self.update_gauges();
                             return RunEnd::Next;
                         }
                         Err(e) => tracing::warn!(id = %lease.job.id, error = %e, "heartbeat failed"),
@@ -189,6 +223,31 @@ impl Shared {
             }
             // The service answered: a permanent error says nothing about an outage.
             Outcome::GiveUp(e) => (e, FailAction::GiveUp, Some(true)),
+            Outcome::Postpone(d, e) => {
+                let d = d.min(crate::duration::MAX_DURATION);
+                match self.queue.postpone(lease, d, e.clone()).await {
+                    Ok(out) => {
+                        self.c.released.fetch_add(1, Ordering::Relaxed);
+                        if lease.job.key.is_none() {
+                            self.pause_kind(kind, d);
+                        }
+                        if out == FailOutcome::Dead {
+                            self.c.dead.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.breaker_record(kind, None);
+                        return;
+                    }
+                    // A backend without postpone: a retry-after that counts the attempt.
+                    Err(Error::Unsupported { .. }) => {
+                        return Box::pin(self.settle(lease, Outcome::RetryAfter(d, e))).await;
+                    }
+                    Err(err) => {
+                        self.settle_error(lease, err);
+                        self.breaker_record(kind, None);
+                        return;
+                    }
+                }
+            }
         };
         match self.queue.fail_with(lease, error, action).await {
             Ok(out) => {
@@ -200,6 +259,26 @@ impl Shared {
             Err(e) => self.settle_error(lease, e),
         }
         self.breaker_record(kind, verdict);
+    }
+
+    /// How long a partition key must wait before its next start (the per-key limit, then the
+    /// limits of the key rules that pick it), or `None` to start now.
+    fn key_wait(&self, queue: &str, key: &str) -> Option<std::time::Duration> {
+        let scoped = format!("{queue}\u{0}{key}");
+        let now = self.now();
+        if let Some(lim) = &self.key_limit {
+            if let Err(wait) = lim.lock().take(&scoped, now) {
+                return Some(wait);
+            }
+        }
+        for (rule, lim) in &self.key_rules {
+            if (rule.applies)(key) {
+                if let Err(wait) = lim.lock().take(&scoped, now) {
+                    return Some(wait);
+                }
+            }
+        }
+        None
     }
 
     fn settle_error(&self, lease: &Lease, e: Error) {

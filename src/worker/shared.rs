@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     breakers: Mutex<HashMap<String, Breaker>>,
     pub queue_limit: Option<Mutex<KeyedLimiter>>,
     pub key_limit: Option<Mutex<KeyedLimiter>>,
+    /// Extra per-key limits for the keys each predicate picks.
+    pub key_rules: Vec<(super::pool::KeyRule, Mutex<KeyedLimiter>)>,
+    /// Per-attempt timeout for jobs without their own.
+    pub timeout: Option<Duration>,
     kind_pauses: Mutex<HashMap<String, Duration>>,
     pub metrics: Option<Arc<Metrics>>,
     pub stop: watch::Sender<u8>,
@@ -110,6 +114,15 @@ impl Shared {
                 .rate_queue
                 .map(|r| Mutex::new(KeyedLimiter::new(r, r.max(1.0)))),
             key_limit: b.rate_key.map(|r| Mutex::new(KeyedLimiter::new(r, 1.0))),
+            key_rules: b
+                .key_rules
+                .into_iter()
+                .map(|r| {
+                    let lim = Mutex::new(KeyedLimiter::new(r.per_sec, 1.0));
+                    (r, lim)
+                })
+                .collect(),
+            timeout: b.timeout,
             kind_pauses: Mutex::new(HashMap::new()),
             metrics: b.metrics,
             stop,

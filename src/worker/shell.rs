@@ -4,17 +4,23 @@
 //!
 //! Exit status 0 is done. Any other status is a failed attempt (retried per the job's policy)
 //! whose error is the status and the last 2 KiB of stderr; exit status 100 gives up at once
-//! (straight to the dead letters). A child still running when the pool aborts the handler
-//! (shutdown after the grace period) is killed.
+//! (straight to the dead letters).
+//!
+//! Each command runs in a process group of its own. When the pool drops the handler before the
+//! command ended (an execution timeout, or shutdown after its grace period), the whole group
+//! gets SIGTERM, then SIGKILL after the kill grace (default 5 s) — so a command's children
+//! (`sh -c 'a | b'`, `sleep` under `sh`) go too. The shell is reaped only after the SIGKILL,
+//! so its pid (the group's id) cannot be reused by another process meanwhile.
 //!
 //! Memory per job is O(KiB) whatever the command prints: stdout goes to `/dev/null`, and stderr
 //! is read in 8 KiB chunks into a [`Tail`] that keeps only its last 2 KiB.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::handler::{Handler, Outcome};
 use crate::job::Job;
@@ -24,16 +30,86 @@ pub const EXIT_GIVE_UP: i32 = 100;
 /// How much of stderr is kept in the error.
 const STDERR_TAIL: usize = 2048;
 
+/// Default time between SIGTERM and SIGKILL for a command that is cancelled.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs `sh -c CMD` per job.
 #[derive(Clone, Debug)]
 pub struct ShellHandler {
     cmd: String,
+    kill_grace: Duration,
 }
 
 impl ShellHandler {
     /// A handler running `cmd` through `sh -c`.
     pub fn new(cmd: impl Into<String>) -> Self {
-        ShellHandler { cmd: cmd.into() }
+        ShellHandler {
+            cmd: cmd.into(),
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+
+    /// Time a cancelled command's process group gets between SIGTERM and SIGKILL (default 5 s).
+    pub fn kill_grace(mut self, d: Duration) -> Self {
+        self.kill_grace = d;
+        self
+    }
+}
+
+/// Owns a running command; if dropped before [`Running::finished`], signals its process group
+/// (SIGTERM, then SIGKILL after `grace`) and reaps it in the background.
+struct Running {
+    child: Option<Child>,
+    grace: Duration,
+}
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only by finished() or drop"))
+    }
+
+    /// The command ended and was reaped: nothing to kill.
+    fn finished(mut self) {
+        self.child = None;
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    // ESRCH (the group is gone) is fine.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The shell is not reaped yet, so this pid still names its group.
+        let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+            return; // already reaped
+        };
+        signal_group(pgid, libc::SIGTERM);
+        let grace = self.grace;
+        let reap = async move {
+            let _ = tokio::time::timeout(grace, child.wait()).await;
+            // Whatever of the group outlived the grace (the shell's children too).
+            signal_group(pgid, libc::SIGKILL);
+            let _ = child.wait().await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(reap);
+            }
+            Err(_) => {
+                // No runtime to wait in: no grace.
+                signal_group(pgid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -85,13 +161,16 @@ impl Handler for ShellHandler {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
         {
-            Ok(c) => c,
+            Ok(c) => Running {
+                child: Some(c),
+                grace: self.kill_grace,
+            },
             Err(e) => return Outcome::Retry(format!("cannot start `sh -c {}`: {e}", self.cmd)),
         };
-        let stdin = child.stdin.take();
+        let stdin = child.child().stdin.take();
         let payload = job.payload;
         let feed = async move {
             if let Some(mut w) = stdin {
@@ -100,7 +179,7 @@ impl Handler for ShellHandler {
                 let _ = w.shutdown().await;
             }
         };
-        let mut stderr = child.stderr.take();
+        let mut stderr = child.child().stderr.take();
         let read = async move {
             let mut tail = Tail::default();
             if let Some(r) = stderr.as_mut() {
@@ -114,7 +193,10 @@ impl Handler for ShellHandler {
             }
             tail
         };
-        let (_, err, status) = tokio::join!(feed, read, child.wait());
+        let (_, err, status) = tokio::join!(feed, read, child.child().wait());
+        if status.is_ok() {
+            child.finished();
+        }
         match status {
             Ok(s) if s.success() => Outcome::Done,
             Ok(s) => {

@@ -5,13 +5,15 @@
 //! (`parse_mode`, `reply_markup`, …) are passed through. Enqueue with [`new_job`] so the
 //! partition key is the chat id (messages of one chat go out one at a time, in order).
 //!
-//! Answers: 200 with `ok: true` → done; 429 → retry after the server's
-//! `parameters.retry_after` (the chat's key is paused for that long); 5xx and network errors →
+//! Answers: 200 with `ok: true` → done; 429 → postponed by the server's
+//! `parameters.retry_after` without counting an attempt ([`Outcome::Postpone`]: the chat's key
+//! waits that long; only past the queue's postponement budget does it count); 5xx and network errors →
 //! retry with the job's backoff; 400, 403 and other 4xx → give up with the API's description.
 //! The bot token never appears in errors or logs.
 //!
-//! Limits: Telegram allows about 30 messages/s per bot and 1/s per chat; [`configure`] sets
-//! those as the pool's per-queue and per-key limits.
+//! Limits: Telegram allows about 30 messages/s per bot, 1/s per chat and 20 a minute per group
+//! (negative chat ids); [`configure`] sets those as the pool's per-queue limit, per-key limit
+//! and a limit on the keys that are group ids.
 
 use std::time::Duration;
 
@@ -29,6 +31,15 @@ pub const KIND: &str = "telegram_message";
 pub const DEFAULT_RATE: f64 = 30.0;
 /// Default messages per second per chat (per partition key).
 pub const DEFAULT_CHAT_RATE: f64 = 1.0;
+/// Default messages per minute per group (partition keys that are negative chat ids).
+pub const DEFAULT_GROUP_PER_MINUTE: f64 = 20.0;
+
+/// True for a chat id of a group or supergroup (a negative number), which Telegram limits to
+/// about 20 messages a minute.
+pub fn is_group_chat(key: &str) -> bool {
+    key.strip_prefix('-')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// Where and how to reach the Bot API.
 #[derive(Clone, Debug)]
@@ -79,11 +90,13 @@ pub fn new_job(queue: impl Into<String>, msg: &TelegramMessage) -> Result<NewJob
     Ok(NewJob::json(queue, msg)?.kind(KIND).key(msg.chat_key()))
 }
 
-/// Registers the handler for [`KIND`] and the default limits (30/s per queue, 1/s per chat).
+/// Registers the handler for [`KIND`] and the default limits (30/s per queue, 1/s per chat,
+/// 20/min per group chat).
 pub fn configure(b: PoolBuilder, cfg: TelegramConfig) -> Result<PoolBuilder> {
     Ok(b.handler(KIND, TelegramHandler::new(cfg)?)
         .rate_limit_queue(DEFAULT_RATE)
-        .rate_limit_key(DEFAULT_CHAT_RATE))
+        .rate_limit_key(DEFAULT_CHAT_RATE)
+        .rate_limit_keys_where(is_group_chat, DEFAULT_GROUP_PER_MINUTE / 60.0))
 }
 
 /// Sends `telegram_message` jobs.
@@ -170,7 +183,7 @@ impl Handler for TelegramHandler {
                 .and_then(|a| a.parameters)
                 .and_then(|p| p.retry_after)
                 .unwrap_or(1);
-            return Outcome::RetryAfter(
+            return Outcome::Postpone(
                 Duration::from_secs(secs),
                 format!("Telegram 429 (retry after {secs} s): {description}"),
             );

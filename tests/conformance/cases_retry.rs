@@ -29,6 +29,7 @@ async fn delays_until_dead<H: Harness>(h: &H, q: &durq::Queue, queue: &str) -> V
             .unwrap()
         {
             FailOutcome::Dead => return delays,
+            FailOutcome::Cancelled => panic!("nothing was cancelled"),
             FailOutcome::Retrying { run_at } => {
                 let d = run_at.0 - t;
                 delays.push(d);
@@ -151,6 +152,7 @@ pub async fn jitter_spreads_within_bounds<H: Harness>(mut h: H) {
                 seen.insert(d);
             }
             FailOutcome::Dead => panic!("one retry allowed"),
+            FailOutcome::Cancelled => panic!("nothing was cancelled"),
         }
     }
     assert!(seen.len() > 5, "jitter spreads delays: {seen:?}");

@@ -3,8 +3,8 @@
 //! Every case in `conformance/cases_*.rs` is generic over a [`Harness`]: something that opens a
 //! store (fresh for each test, the same data when opened again) whose time is driven by an
 //! injected [`ManualClock`]. The `conformance!` macro instantiates every case for one harness;
-//! the local backend is instantiated below, and the Redis backend (feature `redis`) adds one
-//! line with its own harness, so both run the very same tests.
+//! the local backend (`local::*`) and the Redis backend (`redis::*`, feature `redis`, each test
+//! on its own private `redis-server`) run the very same tests.
 //!
 //! Time: backends must take "now" from the injected clock. After `clock.advance(..)`, tests call
 //! [`tick`] so the backend processes what became due (delayed jobs, leases, dedup expiry).
@@ -155,6 +155,59 @@ macro_rules! conformance {
 }
 
 conformance!(local, LocalHarness::new());
+
+#[cfg(feature = "redis")]
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+
+/// The Redis backend on a private `redis-server` (one per test, AOF `always`); "reopen" is a
+/// new backend on the same server.
+#[cfg(feature = "redis")]
+pub struct RedisHarness {
+    pub server: redis_support::RedisServer,
+    pub clock: Arc<ManualClock>,
+}
+
+#[cfg(feature = "redis")]
+impl RedisHarness {
+    pub fn new() -> Self {
+        RedisHarness {
+            server: redis_support::RedisServer::start(),
+            clock: Arc::new(ManualClock::new(Timestamp(T0))),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Harness for RedisHarness {
+    fn clock(&self) -> Arc<ManualClock> {
+        self.clock.clone()
+    }
+    fn open(&mut self, s: &Setup) -> impl Future<Output = durq::Result<Queue>> + Send {
+        let mut b = Queue::builder(self.server.path())
+            .redis(self.server.url())
+            .clock(self.clock.clone());
+        if let Some(l) = s.lease {
+            b = b.lease(l);
+        }
+        if let Some(r) = &s.retry {
+            b = b.retry(r.clone());
+        }
+        if let Some(k) = s.keep_completed {
+            b = b.keep_completed(k);
+        }
+        if let Some(m) = s.max_payload {
+            b = b.max_payload(m);
+        }
+        for (name, cfg) in &s.queues {
+            b = b.queue(name.clone(), cfg.clone());
+        }
+        b.open()
+    }
+}
+
+#[cfg(feature = "redis")]
+conformance!(redis, RedisHarness::new());
 
 /// Local-only: one process per data directory (G9), invalid options leave no trace.
 mod local_only {

@@ -169,6 +169,13 @@ pub struct RedisHarness {
 }
 
 #[cfg(feature = "redis")]
+impl Default for RedisHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "redis")]
 impl RedisHarness {
     pub fn new() -> Self {
         RedisHarness {

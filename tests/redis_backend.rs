@@ -13,6 +13,9 @@ use durq::{Error, Event, JobState, NewJob, Queue, ReserveRequest};
 use parking_lot::Mutex;
 use redis_support::RedisServer;
 
+/// Hand-outs seen by the consumers: (payload, partition key).
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 async fn open(server: &RedisServer) -> Queue {
     open_with(server, Duration::from_secs(2)).await
 }
@@ -53,7 +56,7 @@ async fn two_backends_share_one_queue_under_load() {
         }));
     }
 
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
     let done = Arc::new(AtomicUsize::new(0));
     let overlap = Arc::new(AtomicBool::new(false));

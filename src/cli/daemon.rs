@@ -151,7 +151,7 @@ pub async fn run_remote(stream: UnixStream, json: bool, cmd: &ClientCmd) -> Resu
 pub async fn open_owner(g: &Globals, lease: Option<Duration>) -> Result<Queue, CliError> {
     let start = Instant::now();
     loop {
-        let mut b = Queue::builder(&g.data).fsync(g.fsync);
+        let mut b = g.builder();
         if let Some(l) = lease {
             b = b.lease(l);
         }
@@ -181,6 +181,14 @@ where
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
     let queue = open_owner(g, lease).await?;
+    if g.redis.is_some() {
+        // On Redis there is no directory to own and no socket: every process talks to Redis.
+        let result = body(queue.clone()).await;
+        let closed = queue.shutdown().await;
+        result?;
+        closed?;
+        return Ok(());
+    }
     let daemon = match Daemon::start(&g.data, queue.clone()) {
         Ok(d) => d,
         Err(e) => {

@@ -344,3 +344,61 @@ async fn events_follow_the_operations() {
     q.shutdown().await.unwrap();
     assert!(matches!(q.stats().await, Err(Error::Closed)));
 }
+
+/// A reply lost to a timeout: the backend sends the same enqueue again (same token, same ids)
+/// and the server applies it once. `CLIENT PAUSE WRITE` holds both sends past their timeouts;
+/// when it ends, both run: the first adds the job, the second finds its token and changes
+/// nothing (without the token it would queue the keyed job a second time behind itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_retried_after_a_lost_reply_adds_one_job() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(300);
+    let q = open_with(&server, timeout).await;
+    q.enqueue(NewJob::new("idem", b"warm-up".to_vec()))
+        .await
+        .unwrap();
+    let mut raw = server.raw();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut raw)
+        .unwrap();
+    let started = Instant::now();
+    let e = q
+        .enqueue(NewJob::new("idem", b"once".to_vec()).key("k"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "both sends timed out during the pause"
+    );
+    // Wait for the pause to end and both sends to run.
+    let all = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(all) = q.list("idem", None, 100).await {
+                if all.iter().any(|j| j.payload == b"once") {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return q.list("idem", None, 100).await.unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the paused enqueue ran after the pause");
+    let once = all.iter().filter(|j| j.payload == b"once").count();
+    assert_eq!(once, 1, "the retried enqueue made a second job");
+    let mut runs = 0;
+    while let Some(l) = q.reserve(&["idem"]).await.unwrap() {
+        if l.job.payload == b"once" {
+            runs += 1;
+        }
+        q.ack(&l).await.unwrap();
+    }
+    assert_eq!(runs, 1, "the job ran once");
+    let s = q.stats().await.unwrap().queues["idem"].clone();
+    assert_eq!((s.waiting, s.completed), (0, 2), "{s:?}");
+    q.shutdown().await.unwrap();
+}

@@ -4,9 +4,10 @@
 //! - Every key of one queue starts with `durq:{queue}:`, so a queue lives in one Redis Cluster
 //!   slot and one script can touch all of its keys.
 //! - The registry keys (queue names and numbers, the id sequence) share the tag `{durq}`.
-//! - A job id is `seq << 16 | queue number`: `seq` comes from one global counter, so ids sort
-//!   by enqueue order across queues (FIFO within a priority), and the queue of any id is known
-//!   without a lookup table per job.
+//! - A job id is `seq << 16 | queue number`: `seq` comes from one global counter (each backend
+//!   takes blocks of it), so the ids of one process sort by its enqueue order across queues
+//!   (FIFO within a priority and ready time), and the queue of any id is known without a
+//!   lookup table per job.
 //! - Inside Redis an id is written as 20 zero-padded decimal digits, so members of sorted sets
 //!   with equal scores sort by id.
 

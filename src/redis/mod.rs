@@ -59,6 +59,8 @@ const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// Jobs a requeue or purge of all dead letters takes per script call.
 const DEAD_CHUNK: u64 = 1000;
+/// Job ids taken from the global sequence at once (an enqueue then needs one round trip).
+const ID_BLOCK: u64 = 1024;
 
 /// Where and how to reach Redis.
 #[derive(Clone, Debug)]
@@ -91,6 +93,8 @@ pub struct RedisBackend {
     events: broadcast::Sender<Event>,
     enqueued: Notify,
     closed: AtomicBool,
+    /// Sequence numbers taken but not used yet: `[next, end)`.
+    ids: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -169,6 +173,7 @@ impl RedisBackend {
             events,
             enqueued: Notify::new(),
             closed: AtomicBool::new(false),
+            ids: Mutex::new((0, 0)),
         })
     }
 
@@ -220,6 +225,26 @@ impl RedisBackend {
             self.qnames.lock().insert(n, q.clone());
         }
         Ok(name)
+    }
+
+    /// `n` consecutive sequence numbers, from the block this backend holds (refilled from the
+    /// global counter in blocks of [`ID_BLOCK`]).
+    async fn take_seqs(&self, n: u64) -> Result<u64> {
+        {
+            let mut p = self.ids.lock();
+            if p.1 - p.0 >= n {
+                p.0 += n;
+                return Ok(p.0 - n);
+            }
+        }
+        let grab = n.max(ID_BLOCK);
+        let last: u64 = self
+            .conn
+            .cmd(redis::cmd("INCRBY").arg(keys::SEQ).arg(grab))
+            .await?;
+        let first = last + 1 - grab;
+        *self.ids.lock() = (first + n, last + 1);
+        Ok(first)
     }
 
     fn validate(&self, jobs: &[NewJob]) -> Result<()> {
@@ -413,11 +438,7 @@ impl Backend for RedisBackend {
             }
         }
         let n = jobs.len() as u64;
-        let last: u64 = self
-            .conn
-            .cmd(redis::cmd("INCRBY").arg(keys::SEQ).arg(n))
-            .await?;
-        let first = last + 1 - n;
+        let first = self.take_seqs(n).await?;
         let now = self.now();
         let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let mut inv = self.scripts.enqueue.prepare_invoke();

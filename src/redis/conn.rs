@@ -8,12 +8,17 @@
 //!   become [`Error::Unavailable`] naming the URL (password removed).
 //! - After three timeouts in a row the manager is replaced (a half-open socket never heals on
 //!   its own); otherwise the manager reconnects by itself in the background.
+//! - Several URLs separated by commas name the seed nodes of a Redis Cluster: the cluster
+//!   client routes each script by its first key (every key of a script shares its queue's hash
+//!   tag, so each script runs on the one node owning that slot).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
 
 use crate::error::{Error, Result};
@@ -21,19 +26,33 @@ use crate::error::{Error, Result};
 /// Consecutive timeouts after which the connection is rebuilt.
 const REBUILD_AFTER: u32 = 3;
 
-/// A shared connection to one Redis server.
+/// A shared connection to one Redis server or one Redis Cluster.
 pub struct Conn {
     url: String,
-    client: redis::Client,
+    link: Link,
     timeout: Duration,
-    mgr: Mutex<ConnectionManager>,
     timeouts: AtomicU32,
+}
+
+enum Link {
+    Single {
+        client: redis::Client,
+        mgr: Mutex<ConnectionManager>,
+    },
+    Cluster(ClusterConnection),
+}
+
+/// A clone of the connection for one call.
+enum Handle {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("url", &self.url)
+            .field("cluster", &self.is_cluster())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -57,8 +76,12 @@ fn config(timeout: Duration) -> ConnectionManagerConfig {
 }
 
 impl Conn {
-    /// Connects to `url`, waiting at most `timeout`.
+    /// Connects to `url` (several, comma-separated: a Redis Cluster), waiting at most
+    /// `timeout`.
     pub async fn open(url: &str, timeout: Duration) -> Result<Conn> {
+        if url.contains(',') {
+            return Conn::open_cluster(url, timeout).await;
+        }
         let shown = shown_url(url);
         let client = redis::Client::open(url).map_err(|e| {
             Error::invalid(format!(
@@ -78,11 +101,57 @@ impl Conn {
         .map_err(|e| unavailable(e.to_string()))?;
         Ok(Conn {
             url: shown,
-            client,
+            link: Link::Single {
+                client,
+                mgr: Mutex::new(mgr),
+            },
             timeout,
-            mgr: Mutex::new(mgr),
             timeouts: AtomicU32::new(0),
         })
+    }
+
+    async fn open_cluster(urls: &str, timeout: Duration) -> Result<Conn> {
+        let nodes: Vec<&str> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let shown = nodes
+            .iter()
+            .map(|u| shown_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = ClusterClient::builder(nodes.clone())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "Redis Cluster URLs `{shown}` are not valid ({e}); use redis://host:port,redis://host:port"
+                ))
+            })?;
+        let con = tokio::time::timeout(timeout, client.get_async_connection())
+            .await
+            .map_err(|_| Error::Unavailable {
+                url: shown.clone(),
+                detail: format!("no connection within {timeout:?}"),
+            })?
+            .map_err(|e| Error::Unavailable {
+                url: shown.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Conn {
+            url: shown,
+            link: Link::Cluster(con),
+            timeout,
+            timeouts: AtomicU32::new(0),
+        })
+    }
+
+    /// True on a Redis Cluster (scripts must not span queues there).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.link, Link::Cluster(_))
     }
 
     /// The URL (password removed).
@@ -120,21 +189,26 @@ impl Conn {
         }
     }
 
-    fn manager(&self) -> ConnectionManager {
-        self.mgr.lock().clone()
+    fn handle(&self) -> Handle {
+        match &self.link {
+            Link::Single { mgr, .. } => Handle::Single(mgr.lock().clone()),
+            Link::Cluster(c) => Handle::Cluster(c.clone()),
+        }
     }
 
     fn timed_out(&self) -> Error {
         if self.timeouts.fetch_add(1, Ordering::AcqRel) + 1 >= REBUILD_AFTER {
             self.timeouts.store(0, Ordering::Release);
-            match ConnectionManager::new_lazy_with_config(self.client.clone(), config(self.timeout))
-            {
-                Ok(m) => {
-                    tracing::warn!(url = %self.url, "Redis did not answer {REBUILD_AFTER} times in a row; reconnecting");
-                    *self.mgr.lock() = m;
-                }
-                Err(e) => {
-                    tracing::warn!(url = %self.url, error = %e, "cannot rebuild the Redis connection")
+            if let Link::Single { client, mgr } = &self.link {
+                match ConnectionManager::new_lazy_with_config(client.clone(), config(self.timeout))
+                {
+                    Ok(m) => {
+                        tracing::warn!(url = %self.url, "Redis did not answer {REBUILD_AFTER} times in a row; reconnecting");
+                        *mgr.lock() = m;
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "cannot rebuild the Redis connection")
+                    }
                 }
             }
         }
@@ -153,19 +227,27 @@ impl Conn {
 
     /// Runs a script (EVALSHA, loading it on NOSCRIPT).
     pub async fn script<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T> {
-        let mut con = self.manager();
-        let r = tokio::time::timeout(self.timeout, inv.invoke_async(&mut con))
-            .await
-            .ok();
+        let r = match self.handle() {
+            Handle::Single(mut c) => tokio::time::timeout(self.timeout, inv.invoke_async(&mut c))
+                .await
+                .ok(),
+            Handle::Cluster(mut c) => tokio::time::timeout(self.timeout, inv.invoke_async(&mut c))
+                .await
+                .ok(),
+        };
         self.settle(r)
     }
 
     /// Runs one command.
     pub async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
-        let mut con = self.manager();
-        let r = tokio::time::timeout(self.timeout, cmd.query_async(&mut con))
-            .await
-            .ok();
+        let r = match self.handle() {
+            Handle::Single(mut c) => tokio::time::timeout(self.timeout, cmd.query_async(&mut c))
+                .await
+                .ok(),
+            Handle::Cluster(mut c) => tokio::time::timeout(self.timeout, cmd.query_async(&mut c))
+                .await
+                .ok(),
+        };
         self.settle(r)
     }
 }

@@ -53,8 +53,10 @@ pub use conn::shown_url;
 
 /// Default connect and response timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an enqueue's idempotency token is remembered.
-const IDEM_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long an enqueue's idempotency token is remembered: far longer than the backend's own
+/// retry of a lost reply (one timeout later), short enough that the tokens of a busy queue
+/// take little memory (~100 bytes per enqueue of the last minute).
+const IDEM_TTL_MS: u64 = 60_000;
 /// Longest sleep between two tries of a waiting reserve.
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// Jobs a requeue or purge of all dead letters takes per script call.
@@ -298,7 +300,56 @@ impl RedisBackend {
         Error::LeaseLost { id: id.to_string() }
     }
 
+    /// On a Redis Cluster the queues of one reserve may live on different nodes: each queue's
+    /// best ready job is peeked (one script per queue), then the best of them is taken from
+    /// its queue alone. Another host may take it in between; then this try finds the next
+    /// job of that queue or nothing, and a waiting reserve tries again.
     async fn try_reserve(&self, req: &ReserveRequest, lease_ms: u64) -> Result<Option<Lease>> {
+        if !self.conn.is_cluster() || req.queues.len() == 1 {
+            return self.try_reserve_in(req, lease_ms).await;
+        }
+        let mut best: Option<(f64, String, &String)> = None;
+        for q in &req.queues {
+            let mut inv = self.scripts.reserve.prepare_invoke();
+            inv.key(keys::meta(q))
+                .arg(self.now())
+                .arg(max_ms())
+                .arg("peek")
+                .arg(0);
+            for k in &req.exclude_kinds {
+                inv.arg(k);
+            }
+            let v: Value = self.conn.script(&inv).await?;
+            if let Value::Array(a) = &v {
+                let score = a
+                    .first()
+                    .and_then(as_text)
+                    .and_then(|s| s.parse::<f64>().ok());
+                let id = a.get(1).and_then(as_text);
+                let (Some(score), Some(id)) = (score, id) else {
+                    return Err(unexpected("a peek", &v));
+                };
+                if best
+                    .as_ref()
+                    .is_none_or(|(s, i, _)| score < *s || (score == *s && id < *i))
+                {
+                    best = Some((score, id, q));
+                }
+            }
+        }
+        match best {
+            None => Ok(None),
+            Some((_, _, q)) => {
+                let one = ReserveRequest {
+                    queues: vec![q.clone()],
+                    ..req.clone()
+                };
+                self.try_reserve_in(&one, lease_ms).await
+            }
+        }
+    }
+
+    async fn try_reserve_in(&self, req: &ReserveRequest, lease_ms: u64) -> Result<Option<Lease>> {
         let now = self.now();
         let token = LeaseToken(fastrand::u64(1..));
         let mut inv = self.scripts.reserve.prepare_invoke();
@@ -429,6 +480,11 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         }
         self.validate(&jobs)?;
+        if self.conn.is_cluster() && jobs.iter().any(|j| j.queue != jobs[0].queue) {
+            return Err(Error::invalid(
+                "on Redis Cluster a batch is atomic only within one queue (each queue lives on its own node); enqueue one batch per queue",
+            ));
+        }
         let mut queues: Vec<String> = Vec::new();
         let mut qnos = Vec::new();
         for j in &jobs {

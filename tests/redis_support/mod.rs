@@ -117,3 +117,76 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A 3-master Redis Cluster on loopback ports (no replicas), each node in its own directory
+/// with AOF `always`; killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = RedisCluster { nodes };
+        let start = Instant::now();
+        while !c.nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut n.raw())
+                .is_ok_and(|s| s.contains("cluster_state:ok"))
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    /// The seed URLs, comma-separated (how durq is told it is a cluster).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Empties every node.
+    pub fn flush(&self) {
+        for n in &self.nodes {
+            let _: () = redis::cmd("FLUSHALL").query(&mut n.raw()).unwrap();
+        }
+    }
+}

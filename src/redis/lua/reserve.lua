@@ -1,6 +1,8 @@
 -- reserve: KEYS = meta key of each requested queue; ARGV = now, max_ms, lease ms, token,
 -- then the kinds to skip. Takes the best ready job across the queues: highest priority, then
 -- earliest ready time, then lowest id. Returns {queue index, job fields...} or false.
+-- With lease 'peek' it takes nothing and returns {score, id} of that job (Redis Cluster: the
+-- caller compares the queues' heads, then takes from the best queue alone).
 local now = tonumber(ARGV[1])
 local max_ms = tonumber(ARGV[2])
 local skip = {}
@@ -27,6 +29,9 @@ for qi = 1, #KEYS do
 end
 if not best then
   return false
+end
+if ARGV[3] == 'peek' then
+  return { string.format('%.17g', best.score), best.id }
 end
 local p, id = best.p, best.id
 local j = jk(p, id)

@@ -15,6 +15,8 @@
 //!   jobs. It is retried once by the backend itself.
 //! - Events are the ones this backend's own calls produce (a broadcast fed by its operations):
 //!   a subscriber sees what this process did, not what other hosts did.
+//! - Unlike the local backend, a `reserve` future dropped after its script ran (or whose reply
+//!   was lost) does not give its job back at once: the job comes back when its lease expires.
 //! - Durability is Redis's: an `Ok` means the script ran; whether it survives a crash depends
 //!   on `appendonly`/`appendfsync` (checked at open, see [`persistence`]).
 

@@ -135,6 +135,7 @@ pub struct Globals {
 impl Globals {
     /// A builder for the store these options name: the Redis server when `--redis` is given
     /// (the data directory is then not used), the data directory otherwise.
+    #[allow(clippy::let_and_return)] // without the `redis` feature
     pub fn builder(&self) -> crate::QueueBuilder {
         let b = crate::Queue::builder(&self.data).fsync(self.fsync);
         #[cfg(feature = "redis")]

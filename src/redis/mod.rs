@@ -610,7 +610,10 @@ impl Backend for RedisBackend {
         let deadline = duration::after(self.now(), wait);
         let mut pause = Duration::from_millis(5);
         loop {
+            // Registered before the try, so an enqueue of this process during it wakes us.
             let woken = self.enqueued.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if let Some(l) = self.try_reserve(&req, lease_ms).await? {
                 return Ok(Some(l));
             }

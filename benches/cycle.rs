@@ -15,6 +15,11 @@
 //! - `reopen_1m`: time to open a store holding 1 M waiting jobs and the peak RSS of the process
 //!   that opens it (a fresh child process; target ≤ 3 s and ≤ 200 MiB).
 //!
+//! - `redis_backend_cycle_always_16`, `redis_backend_cycle_everysec_16` (feature `redis`):
+//!   the Redis backend's enqueue + reserve + ack from 16 tasks vs the same raw reliable-queue
+//!   cycle on the same `redis-server`; ratio = backend ops/s ÷ raw ops/s (target ≥ 0.5); also
+//!   enqueue alone (1 and 16 tasks) and reserve + ack alone (16 tasks).
+//!
 //! `cargo bench --bench cycle`; `DURQ_BENCH_QUICK=1` for a run of a few minutes (fewer rounds,
 //! 200 k jobs for the reopen figure, said in its JSON). `DURQ_BENCH_ONLY=cycle_always_16,...`
 //! runs some figures only.
@@ -459,6 +464,70 @@ async fn cycle(cfg: &Cfg, tmp: &Path, policy: FsyncPolicy, name: &str) {
     );
 }
 
+/// The Redis backend's cycle against the raw reliable-queue cycle on the same private
+/// `redis-server`, rounds interleaved; also enqueue alone (1 and 16 tasks) and reserve + ack
+/// alone (16 tasks) of the backend.
+#[cfg(feature = "redis")]
+async fn redis_backend_cycle(cfg: &Cfg, tmp: &Path, policy: FsyncPolicy, name: &str) {
+    let per_task = if cfg.quick { 100 } else { 300 };
+    let server = start_redis(tmp, &policy.to_string()).await;
+    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let client = redis::Client::open(url.clone()).unwrap();
+    let con = client.get_multiplexed_async_connection().await.unwrap();
+    let q = Queue::builder(tmp.join(name))
+        .redis(url)
+        .open()
+        .await
+        .unwrap();
+    let (mut a, mut b) = (Side::new(), Side::new());
+    durq_cycle(&q, 16, 10).await;
+    redis_cycle(&con, 16, 10).await;
+    let mut ratios = Vec::new();
+    for _ in 0..cfg.rounds {
+        let (s, l) = durq_cycle(&q, 16, per_task).await;
+        a.add_round((16 * per_task) as u64, s, &l);
+        let (s2, l) = redis_cycle(&con, 16, per_task).await;
+        b.add_round((16 * per_task) as u64, s2, &l);
+        ratios.push(round2(s2 / s));
+    }
+    // The parts alone.
+    let n = 16 * per_task;
+    let (s1, _) = durq_enqueue(&q, 1, n / 4).await;
+    let (s16, _) = durq_enqueue(&q, 16, per_task).await;
+    let start = Instant::now();
+    let mut hs = Vec::new();
+    for _ in 0..16 {
+        let q = q.clone();
+        hs.push(tokio::spawn(async move {
+            while let Some(l) = q.reserve(&["bench"]).await.unwrap() {
+                q.ack(&l).await.unwrap();
+            }
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    let reserve_ack = (n / 4 + n) as f64 / start.elapsed().as_secs_f64();
+    q.shutdown().await.unwrap();
+    let ratio = a.rate() / b.rate();
+    let base = format!("redis-server 7 LPUSH+LMOVE+LREM, appendfsync {policy}, 16 tasks, one multiplexed connection");
+    emit(
+        name,
+        &a,
+        &base,
+        &b,
+        ratio,
+        ">= 0.5",
+        ratio >= 0.5,
+        json!({
+            "round_ratios": ratios,
+            "enqueue_1_task_ops_per_s": ((n / 4) as f64 / s1).round(),
+            "enqueue_16_tasks_ops_per_s": (n as f64 / s16).round(),
+            "reserve_ack_16_tasks_ops_per_s": reserve_ack.round(),
+        }),
+    );
+}
+
 async fn reopen(cfg: &Cfg, tmp: &Path) {
     let jobs: usize = if cfg.quick { 200_000 } else { 1_000_000 };
     let dir = tmp.join("reopen");
@@ -567,6 +636,15 @@ fn main() {
         }
         if cfg.wants("reopen_1m") {
             reopen(&cfg, tmp.path()).await;
+        }
+        #[cfg(feature = "redis")]
+        for (policy, name) in [
+            (FsyncPolicy::Always, "redis_backend_cycle_always_16"),
+            (FsyncPolicy::EverySec, "redis_backend_cycle_everysec_16"),
+        ] {
+            if cfg.wants(name) {
+                redis_backend_cycle(&cfg, tmp.path(), policy, name).await;
+            }
         }
     });
 }

@@ -109,6 +109,17 @@ pub enum Error {
         /// The operation.
         what: &'static str,
     },
+
+    /// The Redis server cannot be reached (or did not answer within the timeout). A write that
+    /// got this error may or may not have been applied; durq's own retries of an enqueue use
+    /// an idempotency key, so they never add a second job.
+    #[error("Redis at {url} is unavailable ({detail}); check that the server runs and is reachable (durq reconnects by itself when it is back)")]
+    Unavailable {
+        /// The server's URL (without its password).
+        url: String,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -181,6 +192,10 @@ impl Error {
             Error::Backend(m) => Error::Backend(m.clone()),
             Error::Unsupported { what } => Error::Unsupported { what },
             Error::Cancelled { id } => Error::Cancelled { id: id.clone() },
+            Error::Unavailable { url, detail } => Error::Unavailable {
+                url: url.clone(),
+                detail: detail.clone(),
+            },
         }
     }
 }

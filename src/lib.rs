@@ -44,6 +44,8 @@ pub mod options;
 pub mod perms;
 pub mod queue;
 pub mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stats;
 pub mod store;
 pub mod watch;

@@ -54,6 +54,8 @@ impl Queue {
         QueueBuilder {
             dir: dir.as_ref().to_path_buf(),
             options: Options::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -231,6 +233,8 @@ impl Queue {
 pub struct QueueBuilder {
     dir: PathBuf,
     options: Options,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisConfig>,
 }
 
 impl QueueBuilder {
@@ -292,9 +296,34 @@ impl QueueBuilder {
         self
     }
 
+    /// Opens the queue on the Redis server at `url` (`redis://host:port/db`) instead of the
+    /// local directory (which is then not touched). The other settings apply as for a local
+    /// store (`fsync` and the journal sizes excepted: durability is Redis's own).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(crate::redis::RedisConfig::new(url));
+        self
+    }
+    /// Sets the connect and response timeout of Redis calls (default 2 s); calls fail with
+    /// [`crate::Error::Unavailable`] after it. Only with [`QueueBuilder::redis`].
+    #[cfg(feature = "redis")]
+    pub fn redis_timeout(mut self, d: Duration) -> Self {
+        if let Some(r) = &mut self.redis {
+            r.timeout = d;
+        }
+        self
+    }
+
     /// Validates the options and opens the store (recovering from the journal if needed).
     pub async fn open(self) -> Result<Queue> {
         self.options.validate()?;
+        #[cfg(feature = "redis")]
+        if let Some(cfg) = self.redis {
+            let b = crate::redis::RedisBackend::open(cfg, self.options).await?;
+            return Ok(Queue {
+                backend: Arc::new(b),
+            });
+        }
         let dir = self.dir;
         let options = self.options;
         let local = tokio::task::spawn_blocking(move || crate::local::Local::open(&dir, options))

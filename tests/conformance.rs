@@ -3,8 +3,8 @@
 //! Every case in `conformance/cases_*.rs` is generic over a [`Harness`]: something that opens a
 //! store (fresh for each test, the same data when opened again) whose time is driven by an
 //! injected [`ManualClock`]. The `conformance!` macro instantiates every case for one harness;
-//! the local backend is instantiated below, and the Redis backend (feature `redis`) adds one
-//! line with its own harness, so both run the very same tests.
+//! the local backend (`local::*`) and the Redis backend (`redis::*`, feature `redis`, each test
+//! on its own private `redis-server`) run the very same tests.
 //!
 //! Time: backends must take "now" from the injected clock. After `clock.advance(..)`, tests call
 //! [`tick`] so the backend processes what became due (delayed jobs, leases, dedup expiry).
@@ -155,6 +155,175 @@ macro_rules! conformance {
 }
 
 conformance!(local, LocalHarness::new());
+
+#[cfg(feature = "redis")]
+#[path = "redis_support/mod.rs"]
+mod redis_support;
+
+/// The Redis backend on a private `redis-server` (one per test, AOF `always`); "reopen" is a
+/// new backend on the same server.
+#[cfg(feature = "redis")]
+pub struct RedisHarness {
+    pub server: redis_support::RedisServer,
+    pub clock: Arc<ManualClock>,
+}
+
+#[cfg(feature = "redis")]
+impl Default for RedisHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisHarness {
+    pub fn new() -> Self {
+        RedisHarness {
+            server: redis_support::RedisServer::start(),
+            clock: Arc::new(ManualClock::new(Timestamp(T0))),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Harness for RedisHarness {
+    fn clock(&self) -> Arc<ManualClock> {
+        self.clock.clone()
+    }
+    fn open(&mut self, s: &Setup) -> impl Future<Output = durq::Result<Queue>> + Send {
+        let mut b = Queue::builder(self.server.path())
+            .redis(self.server.url())
+            .clock(self.clock.clone());
+        if let Some(l) = s.lease {
+            b = b.lease(l);
+        }
+        if let Some(r) = &s.retry {
+            b = b.retry(r.clone());
+        }
+        if let Some(k) = s.keep_completed {
+            b = b.keep_completed(k);
+        }
+        if let Some(m) = s.max_payload {
+            b = b.max_payload(m);
+        }
+        for (name, cfg) in &s.queues {
+            b = b.queue(name.clone(), cfg.clone());
+        }
+        b.open()
+    }
+}
+
+#[cfg(feature = "redis")]
+conformance!(redis, RedisHarness::new());
+
+/// The Redis backend on a 3-master Redis Cluster shared by the cases (emptied before each).
+#[cfg(feature = "redis")]
+pub struct ClusterHarness {
+    pub cluster: Arc<redis_support::RedisCluster>,
+    pub clock: Arc<ManualClock>,
+}
+
+#[cfg(feature = "redis")]
+impl Harness for ClusterHarness {
+    fn clock(&self) -> Arc<ManualClock> {
+        self.clock.clone()
+    }
+    fn open(&mut self, s: &Setup) -> impl Future<Output = durq::Result<Queue>> + Send {
+        let mut b = Queue::builder(self.cluster.nodes[0].path())
+            .redis(self.cluster.url())
+            .clock(self.clock.clone());
+        if let Some(l) = s.lease {
+            b = b.lease(l);
+        }
+        if let Some(r) = &s.retry {
+            b = b.retry(r.clone());
+        }
+        if let Some(k) = s.keep_completed {
+            b = b.keep_completed(k);
+        }
+        if let Some(m) = s.max_payload {
+            b = b.max_payload(m);
+        }
+        for (name, cfg) in &s.queues {
+            b = b.queue(name.clone(), cfg.clone());
+        }
+        b.open()
+    }
+}
+
+/// Every conformance case, one after the other, on one 3-master Redis Cluster (starting a
+/// cluster per case would take minutes); queues `a` and `b` of the cross-queue cases live on
+/// different nodes.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_runs_every_case() {
+    let cluster = Arc::new(redis_support::RedisCluster::start());
+    macro_rules! cases {
+        ($($module:ident :: $case:ident),* $(,)?) => {
+            $(
+                cluster.flush();
+                eprintln!("cluster: {}", stringify!($case));
+                $module::$case(ClusterHarness {
+                    cluster: cluster.clone(),
+                    clock: Arc::new(ManualClock::new(Timestamp(T0))),
+                })
+                .await;
+            )*
+        };
+    }
+    cases!(
+        cases_core::priority_then_fifo,
+        cases_core::fifo_within_priority_across_queues,
+        cases_core::delayed_jobs_wait_for_their_time,
+        cases_core::lease_expiry_returns_the_job,
+        cases_core::heartbeat_extends_the_lease,
+        cases_core::ack_completes_and_stale_token_is_rejected,
+        cases_core::release_does_not_count_the_attempt,
+        cases_core::completed_history_is_bounded,
+        cases_core::pause_and_resume,
+        cases_core::stats_count_every_state,
+        cases_core::long_poll_wakes_on_enqueue,
+        cases_core::long_poll_times_out,
+        cases_core::exclude_kinds_skips_those_kinds,
+        cases_core::pause_key_holds_back_one_key,
+        cases_core::dedup_returns_first_id_until_ttl,
+        cases_core::dedup_survives_reopen_and_expires,
+        cases_core::dedup_within_one_batch,
+        cases_core::key_runs_one_at_a_time_in_order,
+        cases_core::key_order_holds_across_retries,
+        cases_core::key_released_when_head_dies,
+        cases_core::state_survives_reopen,
+        cases_retry::default_retry_schedule_then_dead,
+        cases_retry::queue_retry_policy_with_cap,
+        cases_retry::job_retry_policy_overrides,
+        cases_retry::jitter_spreads_within_bounds,
+        cases_retry::retry_after_and_give_up,
+        cases_retry::lease_expiry_counts_toward_retries,
+        cases_retry::dead_letters_keep_every_attempt,
+        cases_retry::requeue_one_some_all,
+        cases_retry::purge_one_and_all,
+        cases_input::batch_is_atomic_on_invalid_job,
+        cases_input::batch_keeps_order,
+        cases_input::invalid_jobs_rejected_and_nothing_changed,
+        cases_input::invalid_calls_rejected,
+    );
+    // The cross-queue cases mean something only if `a` and `b` are on different nodes.
+    let slot = |q: &str| -> u16 {
+        let mut c = cluster.nodes[0].raw();
+        ::redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(format!("durq:{{{q}}}:meta"))
+            .query(&mut c)
+            .unwrap()
+    };
+    // redis-cli --cluster create gives the masters slots 0-5460, 5461-10922, 10923-16383.
+    let owner = |s: u16| u8::from(s > 5460) + u8::from(s > 10922);
+    assert_ne!(
+        owner(slot("a")),
+        owner(slot("b")),
+        "queues a and b share a node"
+    );
+}
 
 /// Local-only: one process per data directory (G9), invalid options leave no trace.
 mod local_only {

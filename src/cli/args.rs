@@ -62,6 +62,10 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Keep the queues on this Redis server (redis://host:port/db) instead of --data.
+    #[cfg(feature = "redis")]
+    #[arg(long, global = true, env = "DURQ_REDIS_URL", value_name = "URL")]
+    pub redis: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -48,7 +48,7 @@ impl Ctx {
             .lazy
             .as_ref()
             .ok_or_else(|| CliError::other("no queue to work on"))?;
-        let q = Queue::builder(&g.data).fsync(g.fsync).open().await?;
+        let q = g.builder().open().await?;
         self.queue = Some(q.clone());
         Ok(q)
     }
@@ -64,8 +64,10 @@ impl Ctx {
 
 /// Runs a short command, through the daemon if one holds the data directory.
 pub async fn run(g: &Globals, cmd: ClientCmd) -> Result<u8, CliError> {
-    if let Some(stream) = daemon::connect(&g.data).await? {
-        return daemon::run_remote(stream, g.json, &cmd).await;
+    if g.redis.is_none() {
+        if let Some(stream) = daemon::connect(&g.data).await? {
+            return daemon::run_remote(stream, g.json, &cmd).await;
+        }
     }
     let mut ctx = Ctx::lazy(g);
     let mut io = Io::local();

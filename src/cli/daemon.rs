@@ -160,7 +160,7 @@ pub async fn open_owner_with(
 ) -> Result<Queue, CliError> {
     let start = Instant::now();
     loop {
-        let mut b = Queue::builder(&g.data).fsync(g.fsync);
+        let mut b = g.builder();
         if let Some(l) = lease {
             b = b.lease(l);
         }
@@ -207,6 +207,14 @@ where
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
     let queue = open_owner_with(g, lease, queues).await?;
+    if g.redis.is_some() {
+        // On Redis there is no directory to own and no socket: every process talks to Redis.
+        let result = body(queue.clone()).await;
+        let closed = queue.shutdown().await;
+        result?;
+        closed?;
+        return Ok(());
+    }
     let daemon = match Daemon::start(&g.data, queue.clone()) {
         Ok(d) => d,
         Err(e) => {

@@ -139,6 +139,23 @@ pub struct Globals {
     pub fsync: crate::FsyncPolicy,
     /// JSON output.
     pub json: bool,
+    /// The Redis server holding the queues (`--redis`), instead of the data directory.
+    pub redis: Option<String>,
+}
+
+impl Globals {
+    /// A builder for the store these options name: the Redis server when `--redis` is given
+    /// (the data directory is then not used), the data directory otherwise.
+    #[allow(clippy::let_and_return)] // without the `redis` feature
+    pub fn builder(&self) -> crate::QueueBuilder {
+        let b = crate::Queue::builder(&self.data).fsync(self.fsync);
+        #[cfg(feature = "redis")]
+        let b = match &self.redis {
+            Some(url) => b.redis(url.clone()),
+            None => b,
+        };
+        b
+    }
 }
 
 async fn run(cli: Cli) -> Result<u8, CliError> {
@@ -146,6 +163,10 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         data: cli.data,
         fsync: cli.fsync,
         json: cli.json,
+        #[cfg(feature = "redis")]
+        redis: cli.redis,
+        #[cfg(not(feature = "redis"))]
+        redis: None,
     };
     match cli.command {
         Command::Enqueue(a) => client::run(&g, ClientCmd::Enqueue(a)).await,

@@ -28,12 +28,14 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
 pub mod duration;
 #[doc(hidden)]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod job;
 pub mod journal;
@@ -42,11 +44,15 @@ pub mod lock;
 pub mod metrics;
 pub mod options;
 pub mod perms;
+pub mod pool_event;
 pub mod queue;
 pub mod record;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "watch")]
 pub mod watch;
+#[cfg(feature = "http")]
+pub mod wire;
 pub mod worker;
 
 pub use backend::{Backend, ReserveRequest};

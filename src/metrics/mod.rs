@@ -25,9 +25,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::pool_event::{BreakerState, PoolEvent};
 use crate::queue::Queue;
 use crate::stats::{Event, Stats};
-use crate::worker::{BreakerState, PoolEvent};
 pub use alerts::{AlertChange, AlertMeasure, AlertRule, AlertTracker};
 pub use snapshot::{Quantiles, SeriesSnapshot, Snapshot};
 pub use window::SuccessWindow;

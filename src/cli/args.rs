@@ -1,4 +1,5 @@
-//! The command line as clap (derive) types: exactly the commands and options of SPEC §6.
+//! The command line as clap (derive) types: the commands and options the
+//! README's "Command line" lists.
 //!
 //! Values that have a type (durations, priorities, states, fsync policies) are parsed here, so a
 //! bad value is a usage error (exit 2) before anything touches the data directory. The client

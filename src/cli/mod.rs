@@ -1,4 +1,4 @@
-//! The command line of the `durq` binary (SPEC §6).
+//! The command line of the `durq` binary (README "Command line").
 //!
 //! Map: [`args`] (clap types), [`client`] (who answers a short command: the daemon of a running
 //! `work`/`watch`/`serve`, or this process), [`daemon`] (the Unix socket in the data dir),

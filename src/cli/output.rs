@@ -1,4 +1,5 @@
-//! Text and `--json` shapes shared by the CLI and the HTTP API (SPEC §6).
+//! Text and `--json` output of the CLI; the JSON shapes it shares with the HTTP API are built in
+//! [`crate::wire`]:
 //!
 //! - a job: `id` (string), `queue`, `kind`, `priority` (number), `key` (string or null),
 //!   `state`, `attempts`, `created_at`, `run_at` (RFC 3339), `payload` (the JSON value itself),

@@ -1,4 +1,4 @@
-//! Metrics per queue and kind (issue 5, SPEC §9): counters, processing- and wait-time
+//! Metrics per queue and kind: counters, processing- and wait-time
 //! histograms (hdrhistogram, p50/p95/p99), success rate over a window, workers busy/idle,
 //! breaker states, alert rules; a JSON [`Snapshot`], the Prometheus text format
 //! ([`Metrics::render_prometheus`]) and an event stream of [`Notice`]s.

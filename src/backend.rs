@@ -4,7 +4,7 @@
 //! implements it; the Redis backend (feature `redis`) implements the same trait, and the
 //! conformance tests in `tests/conformance.rs` run against every implementation.
 //!
-//! Contract (SPEC §3, G2–G5): an `Ok` from `enqueue`, `ack`, `fail`, `requeue_dead`,
+//! Contract (README "Guarantees"): an `Ok` from `enqueue`, `ack`, `fail`, `requeue_dead`,
 //! `purge_dead` and `set_paused` means the change is durable under the backend's durability
 //! setting; `reserve` hands out at most one lease per job at a time, picking the highest
 //! priority, then the earliest ready time, then the lowest id, among the requested queues;

@@ -1,7 +1,9 @@
 //! The time source. Production uses the wall clock; tests inject a [`ManualClock`] so lease
 //! expiry, retries and dedup TTLs can be driven without sleeping.
 
+#[cfg(any(test, feature = "testing"))]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(any(test, feature = "testing"))]
 use std::time::Duration;
 
 use crate::job::Timestamp;
@@ -22,10 +24,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to (tests; feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 pub struct ManualClock(AtomicU64);
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     /// A clock set to `start`.
     pub fn new(start: Timestamp) -> Self {
@@ -41,6 +45,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))

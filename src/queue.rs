@@ -283,13 +283,15 @@ impl QueueBuilder {
         self.options.rewrite_min_bytes = n;
         self
     }
-    /// Injects I/O faults (tests).
+    /// Injects I/O faults (tests; feature `testing`).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn faults(mut self, f: Arc<dyn crate::journal::faults::Faults>) -> Self {
         self.options.faults = Some(f);
         self
     }
-    /// Injects a clock (tests).
+    /// Injects a clock (tests; feature `testing`).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn clock(mut self, c: Arc<dyn crate::clock::Clock>) -> Self {
         self.options.clock = Some(c);

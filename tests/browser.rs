@@ -5,6 +5,7 @@
 //! And a hostile page on another origin that attacks durq from the same browser: its
 //! requests reach durq and are refused.
 
+mod require;
 mod support;
 
 use std::time::Duration;
@@ -19,18 +20,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn find_binary(names: &[&str]) -> String {
-    for n in names {
-        for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
-            let p = std::path::Path::new(dir).join(n);
-            if p.exists() {
-                return p.display().to_string();
-            }
-        }
-    }
-    panic!("{names:?} not found; install them with `apt-get install -y chromium chromium-driver`");
 }
 
 /// The live dashboard re-renders its tables: an element found a moment ago may be replaced
@@ -91,8 +80,8 @@ async fn wait_cell(c: &fantoccini::Client, queue: &str, state: &str, want: &str)
 
 /// A WebDriver session on headless Chromium; keep the returned guards alive while using it.
 async fn browser() -> (fantoccini::Client, Proc, tempfile::TempDir) {
-    let chromium = find_binary(&["chromium", "chromium-browser"]);
-    let driver = find_binary(&["chromedriver"]);
+    let chromium = require::binary(&["chromium", "chromium-browser"], "chromium");
+    let driver = require::binary(&["chromedriver"], "chromium-driver");
     let port = free_port();
     let driver = Proc(
         std::process::Command::new(&driver)

@@ -1,4 +1,5 @@
-//! The command line as clap (derive) types: exactly the commands and options of SPEC §6.
+//! The command line as clap (derive) types: the commands and options the
+//! README's "Command line" lists.
 //!
 //! Values that have a type (durations, priorities, states, fsync policies) are parsed here, so a
 //! bad value is a usage error (exit 2) before anything touches the data directory. The client
@@ -11,17 +12,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobId, JobState, Priority};
+use crate::job::{JobId, JobState};
 use crate::options::FsyncPolicy;
-
-/// Parses a duration such as `500ms`, `5s`, `2m`, `1h`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    crate::job::parse_duration(s).map_err(|e| inner_msg(&e))
-}
-
-fn priority(s: &str) -> Result<Priority, String> {
-    s.parse::<Priority>().map_err(|e| inner_msg(&e))
-}
+pub use crate::wire::{duration, inner_msg, JobOpts};
 
 fn state(s: &str) -> Result<JobState, String> {
     s.parse::<JobState>().map_err(|e| inner_msg(&e))
@@ -39,14 +32,6 @@ fn queue_name(s: &str) -> Result<String, String> {
     crate::job::validate_queue_name(s)
         .map(|()| s.to_string())
         .map_err(|e| inner_msg(&e))
-}
-
-/// The message of an error without the "invalid input: " prefix.
-pub fn inner_msg(e: &crate::Error) -> String {
-    match e {
-        crate::Error::InvalidInput(m) => m.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// durq: an embedded, durable job queue that needs no server.
@@ -123,35 +108,6 @@ pub struct EnqueueArgs {
     /// With --batch: each line is {"payload": …, "kind", "priority", "key", "dedup", …}.
     #[arg(long, requires = "batch")]
     pub spec: bool,
-}
-
-/// Options of one job.
-#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
-pub struct JobOpts {
-    /// Job kind (selects the handler).
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Priority: low, normal, high, critical or 0-255.
-    #[arg(long, value_parser = priority)]
-    pub priority: Option<Priority>,
-    /// Partition key: jobs sharing it run one at a time, in order.
-    #[arg(long)]
-    pub key: Option<String>,
-    /// Dedup key: a second enqueue while it is live enqueues nothing.
-    #[arg(long)]
-    pub dedup: Option<String>,
-    /// How long the dedup key stays live (default 1h).
-    #[arg(long, value_parser = duration, value_name = "DUR")]
-    pub dedup_ttl: Option<Duration>,
-    /// Run no earlier than this from now.
-    #[arg(long, value_parser = duration, value_name = "DUR")]
-    pub delay: Option<Duration>,
-    /// Retries after the first attempt.
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<u32>,
-    /// First retry delay, doubling after (default 1s).
-    #[arg(long, value_parser = duration, value_name = "DUR")]
-    pub backoff: Option<Duration>,
 }
 
 /// `durq work`.

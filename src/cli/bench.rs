@@ -1,6 +1,6 @@
 //! `durq bench`: a quick in-process measurement, 256-byte payloads, each figure beside a
 //! baseline measured in the same run on the same disk (the disk's sync speed drifts, so only
-//! ratios compare across runs; SPEC §11). Rows:
+//! ratios compare across runs). Rows:
 //! - `raw_append_fdatasync`: one `write` + `fdatasync` per record (the baseline);
 //! - `enqueue_1`: one producer, per fsync policy (p50 latency vs the baseline's);
 //! - `enqueue_64`: 64 concurrent producers, per policy;

@@ -17,16 +17,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::job::{Enqueued, NewJob, Priority, DEFAULT_DEDUP_TTL, DEFAULT_MAX_PAYLOAD};
+use crate::job::{Enqueued, NewJob, DEFAULT_MAX_PAYLOAD};
 
-use super::args::{duration, EnqueueArgs, JobOpts};
+use super::args::EnqueueArgs;
+#[cfg(test)]
+use super::args::JobOpts;
 use super::client::Ctx;
 use super::sink::Io;
 use super::CliError;
+use crate::wire::trim;
+pub use crate::wire::{build, spec_job, JobSpec};
 
 /// Most jobs sent to the store in one atomic batch.
 const MAX_CHUNK: usize = 256;
@@ -97,103 +100,6 @@ async fn report(
     }
 }
 
-/// Builds and validates a job: the payload must be JSON within the size limit.
-pub fn build(queue: &str, payload: Vec<u8>, o: &JobOpts) -> Result<NewJob, CliError> {
-    let payload = trim(&payload).to_vec();
-    if payload.len() > DEFAULT_MAX_PAYLOAD {
-        return Err(CliError::usage(format!(
-            "payload is {} bytes, over the limit of {DEFAULT_MAX_PAYLOAD} bytes; store large data elsewhere and enqueue a reference",
-            payload.len()
-        )));
-    }
-    if payload.is_empty() {
-        return Err(CliError::usage(
-            "payload is empty; give a JSON value such as {} or \"text\"",
-        ));
-    }
-    let text = std::str::from_utf8(&payload).map_err(|e| {
-        CliError::usage(format!(
-            "payload is not valid UTF-8 (bad byte at offset {}); JSON must be UTF-8 text",
-            e.valid_up_to()
-        ))
-    })?;
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(CliError::usage(format!("payload is not valid JSON: {e}")));
-    }
-    let mut job = NewJob::new(queue, payload);
-    if let Some(k) = &o.kind {
-        job = job.kind(k.clone());
-    }
-    if let Some(p) = o.priority {
-        job = job.priority(p);
-    }
-    if let Some(k) = &o.key {
-        job = job.key(k.clone());
-    }
-    match (&o.dedup, o.dedup_ttl) {
-        (Some(k), ttl) => job = job.dedup(k.clone(), ttl.unwrap_or(DEFAULT_DEDUP_TTL)),
-        (None, Some(_)) => {
-            return Err(CliError::usage(
-                "--dedup-ttl needs a dedup key; add --dedup KEY",
-            ))
-        }
-        (None, None) => {}
-    }
-    if let Some(d) = o.delay {
-        job = job.delay(d);
-    }
-    if let Some(n) = o.max_retries {
-        job = job.max_retries(n);
-    }
-    if let Some(d) = o.backoff {
-        job = job.backoff(d);
-    }
-    job.validate(DEFAULT_MAX_PAYLOAD)?;
-    Ok(job)
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &b[start..end]
-}
-
-/// One job as JSON: a `--spec` line, or an HTTP enqueue body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobSpec {
-    /// The payload (any JSON value).
-    pub payload: serde_json::Value,
-    /// Kind.
-    pub kind: Option<String>,
-    /// Priority: a number 0–255 or a level name.
-    pub priority: Option<serde_json::Value>,
-    /// Partition key.
-    pub key: Option<String>,
-    /// Dedup key.
-    pub dedup: Option<String>,
-    /// Dedup TTL such as "1h".
-    pub dedup_ttl: Option<String>,
-    /// Delay such as "5s".
-    pub delay: Option<String>,
-    /// Retries after the first attempt.
-    pub max_retries: Option<u32>,
-    /// First retry delay such as "1s".
-    pub backoff: Option<String>,
-}
-
-fn dur(field: &str, v: &Option<String>) -> Result<Option<Duration>, CliError> {
-    v.as_deref()
-        .map(|s| duration(s).map_err(|e| CliError::usage(format!("{field}: {e}"))))
-        .transpose()
-}
-
 /// Parses one batch line into a job.
 pub fn parse_line(a: &EnqueueArgs, line: &[u8]) -> Result<NewJob, CliError> {
     if !a.spec {
@@ -202,50 +108,6 @@ pub fn parse_line(a: &EnqueueArgs, line: &[u8]) -> Result<NewJob, CliError> {
     let s: JobSpec = serde_json::from_slice(line)
         .map_err(|e| CliError::usage(format!("not a valid job spec: {e}")))?;
     spec_job(&a.queue, s, &a.opts)
-}
-
-/// Builds a job from a [`JobSpec`]; its fields override `defaults`.
-pub fn spec_job(queue: &str, s: JobSpec, defaults: &JobOpts) -> Result<NewJob, CliError> {
-    let mut o = defaults.clone();
-    if s.kind.is_some() {
-        o.kind = s.kind;
-    }
-    if let Some(p) = s.priority {
-        o.priority = Some(match &p {
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .and_then(|n| u8::try_from(n).ok())
-                .map(Priority)
-                .ok_or_else(|| CliError::usage(format!("priority {n} is not in 0..=255")))?,
-            serde_json::Value::String(s) => s.parse::<Priority>()?,
-            other => {
-                return Err(CliError::usage(format!(
-                "priority {other} is not valid; use a number 0-255 or low, normal, high, critical"
-            )))
-            }
-        });
-    }
-    if s.key.is_some() {
-        o.key = s.key;
-    }
-    if s.dedup.is_some() {
-        o.dedup = s.dedup;
-    }
-    if let Some(d) = dur("dedup_ttl", &s.dedup_ttl)? {
-        o.dedup_ttl = Some(d);
-    }
-    if let Some(d) = dur("delay", &s.delay)? {
-        o.delay = Some(d);
-    }
-    if s.max_retries.is_some() {
-        o.max_retries = s.max_retries;
-    }
-    if let Some(d) = dur("backoff", &s.backoff)? {
-        o.backoff = Some(d);
-    }
-    let payload = serde_json::to_vec(&s.payload)
-        .map_err(|e| CliError::usage(format!("payload cannot be encoded: {e}")))?;
-    build(queue, payload, &o)
 }
 
 enum Item {

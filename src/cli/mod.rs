@@ -1,4 +1,4 @@
-//! The command line of the `durq` binary (SPEC §6).
+//! The command line of the `durq` binary (README "Command line").
 //!
 //! Map: [`args`] (clap types), [`client`] (who answers a short command: the daemon of a running
 //! `work`/`watch`/`serve`, or this process), [`daemon`] (the Unix socket in the data dir),
@@ -30,49 +30,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub use crate::wire::WireError as CliError;
 use args::{Cli, ClientCmd, Command};
-
-/// A command's failure: an exit code and one sentence for stderr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
-    /// 2 for bad usage or input, 1 otherwise.
-    pub code: u8,
-    /// The sentence.
-    pub msg: String,
-}
-
-impl CliError {
-    /// Bad usage or input (exit 2).
-    pub fn usage(msg: impl Into<String>) -> Self {
-        CliError {
-            code: 2,
-            msg: msg.into(),
-        }
-    }
-    /// Any other failure (exit 1).
-    pub fn other(msg: impl Into<String>) -> Self {
-        CliError {
-            code: 1,
-            msg: msg.into(),
-        }
-    }
-}
-
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> Self {
-        if e.is_invalid_input() {
-            CliError::usage(args::inner_msg(&e))
-        } else {
-            CliError::other(e.to_string())
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
 
 /// Prints an error the way every durq command does.
 pub fn print_error(msg: &str) {

@@ -1,4 +1,5 @@
-//! Text and `--json` shapes shared by the CLI and the HTTP API (SPEC §6).
+//! Text and `--json` output of the CLI; the JSON shapes it shares with the HTTP API are built in
+//! [`crate::wire`]:
 //!
 //! - a job: `id` (string), `queue`, `kind`, `priority` (number), `key` (string or null),
 //!   `state`, `attempts`, `created_at`, `run_at` (RFC 3339), `payload` (the JSON value itself),
@@ -6,70 +7,9 @@
 //! - stats: `{"queues": {NAME: {waiting, delayed, active, dead, completed, paused,
 //!   oldest_waiting_secs}}, "totals": {…}}`.
 
-use serde_json::{json, Value};
-
 use crate::job::Job;
 use crate::stats::{QueueStats, Stats};
-
-/// A job as JSON.
-pub fn job_json(j: &Job) -> Value {
-    json!({
-        "id": j.id.to_string(),
-        "queue": j.queue,
-        "kind": j.kind,
-        "priority": j.priority.0,
-        "key": j.key,
-        "state": j.state.as_str(),
-        "attempts": j.attempts,
-        "created_at": j.created_at.to_rfc3339(),
-        "run_at": j.run_at.to_rfc3339(),
-        "payload": j.payload_json(),
-        "errors": j.errors.iter().map(|e| json!({
-            "attempt": e.attempt,
-            "at": e.at.to_rfc3339(),
-            "error": e.error,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn queue_stats_json(s: &QueueStats) -> Value {
-    json!({
-        "waiting": s.waiting,
-        "delayed": s.delayed,
-        "active": s.active,
-        "dead": s.dead,
-        "completed": s.completed,
-        "paused": s.paused,
-        "oldest_waiting_secs": s.oldest_waiting_secs,
-    })
-}
-
-/// Stats as JSON; with `only`, just that queue (all zero if it has no jobs) and its totals.
-pub fn stats_json(stats: &Stats, only: Option<&str>) -> Value {
-    let s = restrict(stats, only);
-    let queues: serde_json::Map<String, Value> = s
-        .queues
-        .iter()
-        .map(|(k, v)| (k.clone(), queue_stats_json(v)))
-        .collect();
-    json!({"queues": queues, "totals": queue_stats_json(&s.totals)})
-}
-
-/// The stats of one queue only (or all of them).
-pub fn restrict(stats: &Stats, only: Option<&str>) -> Stats {
-    match only {
-        None => stats.clone(),
-        Some(q) => {
-            let mut s = Stats::default();
-            s.queues.insert(
-                q.to_string(),
-                stats.queues.get(q).cloned().unwrap_or_default(),
-            );
-            s.compute_totals();
-            s
-        }
-    }
-}
+pub use crate::wire::{job_json, restrict, stats_json};
 
 /// Stats as an aligned text table, one row per queue plus a total row.
 pub fn stats_table(stats: &Stats) -> Vec<String> {

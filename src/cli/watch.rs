@@ -1,4 +1,4 @@
-//! `durq watch DIR… --queue Q`: the file watcher (SPEC §7) as a long-running command, and the
+//! `durq watch DIR… --queue Q`: the file watcher as a long-running command, and the
 //! helpers `durq serve --watch DIR --queue Q` uses.
 //!
 //! Every option (directories, globs, durations) is checked before the data directory is

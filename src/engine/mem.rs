@@ -6,7 +6,7 @@
 //! - A job is in at most one of: a queue's ready set, the delayed timer, the gated set, the
 //!   active table, a key FIFO behind its head.
 //! - Under `always`, a job enters a ready set only once the record that brought it in is
-//!   durable (`Slot::gate <= durable`); until then it waits in `gated` (SPEC G1: nothing runs
+//!   durable (`Slot::gate <= durable`); until then it waits in `gated` (durability, README "Guarantees": nothing runs
 //!   that a power cut could erase).
 //! - Ready order per queue and kind: priority descending, then ready time, then id.
 //! - For a partition key, only the FIFO's head may be ready, delayed or active; the jobs behind

@@ -1,5 +1,5 @@
 //! `/v1` queue endpoints: enqueue (single, batch), job list and lookup, stats, dead letters,
-//! pause / resume. Shapes are those of the CLI's `--json` ([`crate::cli::output`]).
+//! pause / resume. Shapes are those of the CLI's `--json` ([`crate::wire`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,10 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::cli::args::JobOpts;
-use crate::cli::enqueue::{spec_job, JobSpec};
-use crate::cli::output::{job_json, stats_json};
 use crate::job::{validate_queue_name, JobId, JobState, Selection};
+use crate::wire::JobOpts;
+use crate::wire::{job_json, stats_json};
+use crate::wire::{spec_job, JobSpec};
 
 use super::batch::MAX_BATCH;
 use super::body::{BatchJson, JsonBody};

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::cli::enqueue::JobSpec;
+use crate::wire::JobSpec;
 
 /// Most jobs in one batch request.
 pub const MAX_BATCH: usize = 10_000;

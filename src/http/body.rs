@@ -230,8 +230,8 @@ pub fn check_body(endpoint: Endpoint, bytes: &[u8]) -> Result<usize, ApiError> {
     if bytes.len() > super::BODY_LIMIT {
         return Err(too_large(super::BODY_LIMIT));
     }
-    use crate::cli::args::JobOpts;
-    use crate::cli::enqueue::{spec_job, JobSpec};
+    use crate::wire::JobOpts;
+    use crate::wire::{spec_job, JobSpec};
     match endpoint {
         Endpoint::Enqueue => {
             let spec: JobSpec = parse_json(bytes)?;

@@ -10,8 +10,8 @@ use axum::{Extension, Form, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::cli::output::{job_json, stats_json};
 use crate::job::{JobState, Timestamp};
+use crate::wire::{job_json, stats_json};
 
 use super::auth::{peer, same_secret, too_many};
 use super::error::ApiError;

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::cli::CliError;
+use crate::wire::WireError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -54,13 +54,13 @@ impl From<crate::Error> for ApiError {
         };
         ApiError {
             status,
-            msg: crate::cli::args::inner_msg(&e),
+            msg: crate::wire::inner_msg(&e),
         }
     }
 }
 
-impl From<CliError> for ApiError {
-    fn from(e: CliError) -> Self {
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
         ApiError {
             status: if e.code == 2 {
                 StatusCode::BAD_REQUEST

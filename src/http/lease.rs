@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::backend::ReserveRequest;
-use crate::cli::args::duration;
-use crate::cli::output::job_json;
 use crate::job::{validate_queue_name, FailAction, FailOutcome, JobId, LeaseToken};
+use crate::wire::duration;
+use crate::wire::job_json;
 
 use super::body::JsonBody;
 use super::error::ApiError;

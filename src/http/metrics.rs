@@ -5,16 +5,21 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
+#[cfg(feature = "watch")]
+use axum::Extension;
+use axum::Json;
+#[cfg(feature = "watch")]
 use std::sync::Arc;
 
 use super::error::ApiError;
 use super::AppState;
 
 /// The watchers of `durq serve`, for `/metrics` (an axum `Extension`).
+#[cfg(feature = "watch")]
 #[derive(Debug, Default)]
 pub struct Watched(pub Vec<(String, String, Arc<crate::watch::Counters>)>);
 
+#[cfg(feature = "watch")]
 impl Watched {
     /// Appends the watcher families (labels `dir` and `queue`), HELP and TYPE first; nothing
     /// without watchers.
@@ -80,10 +85,12 @@ impl Watched {
 /// `GET /metrics`.
 pub async fn prometheus(
     State(s): State<AppState>,
-    watched: Option<Extension<Arc<Watched>>>,
+    #[cfg(feature = "watch")] watched: Option<Extension<Arc<Watched>>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let stats = s.queue.stats().await?;
+    #[allow(unused_mut)] // only the watchers append
     let mut body = s.metrics.render_prometheus(&stats);
+    #[cfg(feature = "watch")]
     if let Some(Extension(w)) = watched {
         w.render(&mut body);
     }

@@ -1,4 +1,4 @@
-//! The HTTP side of `durq serve` (SPEC §10): the JSON API under `/v1`, `/metrics` in the
+//! The HTTP side of `durq serve` (README "HTTP API"): the JSON API under `/v1`, `/metrics` in the
 //! Prometheus text format, and the dashboard at `/`.
 //!
 //! Map: [`api`] (enqueue, jobs, stats, dead letters, pause/resume), [`lease`] (reserve with

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Metrics, Notice};
+use crate::pool_event::BreakerState;
 use crate::stats::Stats;
-use crate::worker::BreakerState;
 
 /// What a rule measures.
 #[derive(Clone, Debug, PartialEq, Serialize)]

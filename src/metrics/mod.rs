@@ -1,4 +1,4 @@
-//! Metrics per queue and kind (issue 5, SPEC §9): counters, processing- and wait-time
+//! Metrics per queue and kind: counters, processing- and wait-time
 //! histograms (hdrhistogram, p50/p95/p99), success rate over a window, workers busy/idle,
 //! breaker states, alert rules; a JSON [`Snapshot`], the Prometheus text format
 //! ([`Metrics::render_prometheus`]) and an event stream of [`Notice`]s.
@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod fsync;
 mod prometheus;
+#[cfg(feature = "http")]
 pub mod sinks;
 mod snapshot;
 pub mod window;
@@ -26,9 +27,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::pool_event::{BreakerState, PoolEvent};
 use crate::queue::Queue;
 use crate::stats::{Event, Stats};
-use crate::worker::{BreakerState, PoolEvent};
 pub use alerts::{AlertChange, AlertMeasure, AlertRule, AlertTracker};
 pub use snapshot::{Quantiles, SeriesSnapshot, Snapshot};
 pub use window::SuccessWindow;

@@ -7,8 +7,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Metrics;
+use crate::pool_event::BreakerState;
 use crate::stats::Stats;
-use crate::worker::BreakerState;
 
 /// Latency quantiles in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -1,4 +1,4 @@
-//! The file watcher (issue 3, SPEC §7): debounced, content-hashed changes turned into
+//! The file watcher: debounced, content-hashed changes turned into
 //! `file_event` jobs.
 //!
 //! Pipeline: [`events`] (notify's thread: drop open/access events, bounded channel, overflow

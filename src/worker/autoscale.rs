@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+pub use crate::pool_event::Decision;
 
 /// Limits and timings of autoscaling.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,17 +51,6 @@ pub struct Signals {
     pub oldest_waiting: Option<Duration>,
     /// Workers running a handler.
     pub busy: usize,
-}
-
-/// A scale decision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Decision {
-    /// Workers before.
-    pub from: usize,
-    /// Workers after.
-    pub to: usize,
-    /// Why, in words.
-    pub reason: String,
 }
 
 /// The autoscaler's memory.

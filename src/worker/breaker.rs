@@ -11,10 +11,9 @@
 //! service) nor `RetryAfter` (a rate limit is not an outage).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use crate::pool_event::BreakerState;
 
 /// When a breaker opens and how long it stays open.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,43 +58,6 @@ impl BreakerConfig {
             )));
         }
         Ok(())
-    }
-}
-
-/// The state of one breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Jobs flow.
-    Closed,
-    /// Jobs of the kind are not reserved (they wait; no retry budget is burned).
-    Open,
-    /// One probe may run.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// `closed`, `open` or `half_open`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-    /// 0 closed, 1 half-open, 2 open (the Prometheus gauge value).
-    pub fn as_gauge(self) -> u8 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        }
-    }
-}
-
-impl fmt::Display for BreakerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

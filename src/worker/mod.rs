@@ -1,4 +1,4 @@
-//! The worker pool (issue 5): supervised workers running typed handlers per job kind.
+//! The worker pool: supervised workers running typed handlers per job kind.
 //!
 //! Map:
 //! - [`pool`]: [`Pool`], [`PoolBuilder`], [`ShutdownReport`], [`PoolStats`], [`PoolEvent`].

@@ -27,29 +27,8 @@ use super::Shared;
 use crate::error::{Error, Result};
 use crate::job::JobId;
 use crate::metrics::Metrics;
+pub use crate::pool_event::PoolEvent;
 use crate::queue::Queue;
-
-/// Something the pool did, sent to [`Pool::subscribe`] subscribers (and to the metrics).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum PoolEvent {
-    /// A kind's circuit breaker changed state.
-    BreakerChanged {
-        /// The job kind.
-        kind: String,
-        /// Old state.
-        from: BreakerState,
-        /// New state.
-        to: BreakerState,
-    },
-    /// The autoscaler changed the worker count.
-    Scaled(Decision),
-    /// A worker was replaced (after a handler panic, or after the worker itself died).
-    WorkerRestarted {
-        /// Why.
-        reason: String,
-    },
-}
 
 /// What the pool is doing now.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -147,6 +147,12 @@ fn crash_child() {
 }
 
 async fn child_main() {
+    if std::env::var_os("DURQ_CRASH_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+    }
     let dir = env("DURQ_CRASH_DIR");
     let mode = env("DURQ_CRASH_MODE");
     let seed: u64 = env("DURQ_CRASH_SEED").parse().unwrap();

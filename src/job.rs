@@ -495,6 +495,31 @@ impl NewJob {
     }
 }
 
+/// Most payload bytes one batch may carry.
+pub const MAX_BATCH_PAYLOAD: usize = 128 << 20;
+
+/// Checks every job of a batch (naming the failing job's place when there are several) and the
+/// batch's total payload against [`MAX_BATCH_PAYLOAD`]. Every backend runs this before it
+/// changes anything.
+pub fn validate_batch(jobs: &[NewJob], max_payload: usize) -> Result<()> {
+    let mut total = 0usize;
+    for (i, j) in jobs.iter().enumerate() {
+        j.validate(max_payload).map_err(|e| match e {
+            Error::InvalidInput(m) if jobs.len() > 1 => {
+                Error::InvalidInput(format!("job {} of the batch: {m}", i + 1))
+            }
+            e => e,
+        })?;
+        total += j.payload.len();
+    }
+    if total > MAX_BATCH_PAYLOAD {
+        return Err(Error::invalid(format!(
+            "the batch holds {total} payload bytes, over the 128 MiB limit for one batch; split it"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a queue name: 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn validate_queue_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()

@@ -252,22 +252,7 @@ impl RedisBackend {
     }
 
     fn validate(&self, jobs: &[NewJob]) -> Result<()> {
-        let mut total = 0usize;
-        for (i, j) in jobs.iter().enumerate() {
-            j.validate(self.opts.max_payload).map_err(|e| match e {
-                Error::InvalidInput(m) if jobs.len() > 1 => {
-                    Error::InvalidInput(format!("job {} of the batch: {m}", i + 1))
-                }
-                e => e,
-            })?;
-            total += j.payload.len();
-        }
-        if total > (128 << 20) {
-            return Err(Error::invalid(format!(
-                "the batch holds {total} payload bytes, over the 128 MiB limit for one batch; split it"
-            )));
-        }
-        Ok(())
+        crate::job::validate_batch(jobs, self.opts.max_payload)
     }
 
     /// Runs one of the single-queue scripts with `now` and the duration cap as its first two

@@ -97,6 +97,50 @@ pub async fn tick(q: &Queue) {
     q.stats().await.unwrap();
 }
 
+/// Calls `$m! { PREFIX case, case, … }` with every conformance case: the one list that every
+/// harness runs.
+#[macro_export]
+macro_rules! all_cases {
+    ($m:ident { $($pre:tt)* }) => {
+        $m! { $($pre)*
+            cases_core::priority_then_fifo,
+            cases_core::fifo_within_priority_across_queues,
+            cases_core::delayed_jobs_wait_for_their_time,
+            cases_core::lease_expiry_returns_the_job,
+            cases_core::heartbeat_extends_the_lease,
+            cases_core::ack_completes_and_stale_token_is_rejected,
+            cases_core::release_does_not_count_the_attempt,
+            cases_core::completed_history_is_bounded,
+            cases_core::pause_and_resume,
+            cases_core::stats_count_every_state,
+            cases_core::long_poll_wakes_on_enqueue,
+            cases_core::long_poll_times_out,
+            cases_core::exclude_kinds_skips_those_kinds,
+            cases_core::pause_key_holds_back_one_key,
+            cases_core::dedup_returns_first_id_until_ttl,
+            cases_core::dedup_survives_reopen_and_expires,
+            cases_core::dedup_within_one_batch,
+            cases_core::key_runs_one_at_a_time_in_order,
+            cases_core::key_order_holds_across_retries,
+            cases_core::key_released_when_head_dies,
+            cases_core::state_survives_reopen,
+            cases_retry::default_retry_schedule_then_dead,
+            cases_retry::queue_retry_policy_with_cap,
+            cases_retry::job_retry_policy_overrides,
+            cases_retry::jitter_spreads_within_bounds,
+            cases_retry::retry_after_and_give_up,
+            cases_retry::lease_expiry_counts_toward_retries,
+            cases_retry::dead_letters_keep_every_attempt,
+            cases_retry::requeue_one_some_all,
+            cases_retry::purge_one_and_all,
+            cases_input::batch_is_atomic_on_invalid_job,
+            cases_input::batch_keeps_order,
+            cases_input::invalid_jobs_rejected_and_nothing_changed,
+            cases_input::invalid_calls_rejected,
+        }
+    };
+}
+
 /// Instantiates every conformance case for one harness: `conformance!(module, harness_expr)`.
 /// The expression is evaluated inside each (async) test, so it may `.await`.
 #[macro_export]
@@ -105,42 +149,7 @@ macro_rules! conformance {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::conformance!(@cases $make;
-                cases_core::priority_then_fifo,
-                cases_core::fifo_within_priority_across_queues,
-                cases_core::delayed_jobs_wait_for_their_time,
-                cases_core::lease_expiry_returns_the_job,
-                cases_core::heartbeat_extends_the_lease,
-                cases_core::ack_completes_and_stale_token_is_rejected,
-                cases_core::release_does_not_count_the_attempt,
-                cases_core::completed_history_is_bounded,
-                cases_core::pause_and_resume,
-                cases_core::stats_count_every_state,
-                cases_core::long_poll_wakes_on_enqueue,
-                cases_core::long_poll_times_out,
-                cases_core::exclude_kinds_skips_those_kinds,
-                cases_core::pause_key_holds_back_one_key,
-                cases_core::dedup_returns_first_id_until_ttl,
-                cases_core::dedup_survives_reopen_and_expires,
-                cases_core::dedup_within_one_batch,
-                cases_core::key_runs_one_at_a_time_in_order,
-                cases_core::key_order_holds_across_retries,
-                cases_core::key_released_when_head_dies,
-                cases_core::state_survives_reopen,
-                cases_retry::default_retry_schedule_then_dead,
-                cases_retry::queue_retry_policy_with_cap,
-                cases_retry::job_retry_policy_overrides,
-                cases_retry::jitter_spreads_within_bounds,
-                cases_retry::retry_after_and_give_up,
-                cases_retry::lease_expiry_counts_toward_retries,
-                cases_retry::dead_letters_keep_every_attempt,
-                cases_retry::requeue_one_some_all,
-                cases_retry::purge_one_and_all,
-                cases_input::batch_is_atomic_on_invalid_job,
-                cases_input::batch_keeps_order,
-                cases_input::invalid_jobs_rejected_and_nothing_changed,
-                cases_input::invalid_calls_rejected,
-            );
+            $crate::all_cases!(conformance { @cases $make; });
         }
     };
     (@cases $make:expr; $($module:ident :: $case:ident),* $(,)?) => {
@@ -271,42 +280,7 @@ async fn redis_cluster_runs_every_case() {
             )*
         };
     }
-    cases!(
-        cases_core::priority_then_fifo,
-        cases_core::fifo_within_priority_across_queues,
-        cases_core::delayed_jobs_wait_for_their_time,
-        cases_core::lease_expiry_returns_the_job,
-        cases_core::heartbeat_extends_the_lease,
-        cases_core::ack_completes_and_stale_token_is_rejected,
-        cases_core::release_does_not_count_the_attempt,
-        cases_core::completed_history_is_bounded,
-        cases_core::pause_and_resume,
-        cases_core::stats_count_every_state,
-        cases_core::long_poll_wakes_on_enqueue,
-        cases_core::long_poll_times_out,
-        cases_core::exclude_kinds_skips_those_kinds,
-        cases_core::pause_key_holds_back_one_key,
-        cases_core::dedup_returns_first_id_until_ttl,
-        cases_core::dedup_survives_reopen_and_expires,
-        cases_core::dedup_within_one_batch,
-        cases_core::key_runs_one_at_a_time_in_order,
-        cases_core::key_order_holds_across_retries,
-        cases_core::key_released_when_head_dies,
-        cases_core::state_survives_reopen,
-        cases_retry::default_retry_schedule_then_dead,
-        cases_retry::queue_retry_policy_with_cap,
-        cases_retry::job_retry_policy_overrides,
-        cases_retry::jitter_spreads_within_bounds,
-        cases_retry::retry_after_and_give_up,
-        cases_retry::lease_expiry_counts_toward_retries,
-        cases_retry::dead_letters_keep_every_attempt,
-        cases_retry::requeue_one_some_all,
-        cases_retry::purge_one_and_all,
-        cases_input::batch_is_atomic_on_invalid_job,
-        cases_input::batch_keeps_order,
-        cases_input::invalid_jobs_rejected_and_nothing_changed,
-        cases_input::invalid_calls_rejected,
-    );
+    all_cases!(cases {});
     // The cross-queue cases mean something only if `a` and `b` are on different nodes.
     let slot = |q: &str| -> u16 {
         let mut c = cluster.nodes[0].raw();
